@@ -14,7 +14,15 @@ from collections.abc import Sequence
 __all__ = ["main"]
 
 # subcommand -> (module defining ``add_arguments(parser)`` and ``run(args) -> int``, one-line help)
-SUBCOMMANDS: dict[str, tuple[str, str]] = {}
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "prepare": (
+        "ambient_science.datasets.prepare",
+        "raw data (e.g. fastMRI) -> an undersampled measurement file",
+    ),
+    "train": ("ambient_science.cli_train", "train a diffusion prior (ambient or clean) from a config"),
+    "reconstruct": ("ambient_science.cli_reconstruct", "posterior sampling from a checkpoint and a measurement file"),
+    "audit": ("ambient_science.cli_audit", "memorisation audit: generated samples vs their nearest training images"),
+}
 
 
 def build_parser(selected: str | None = None) -> argparse.ArgumentParser:

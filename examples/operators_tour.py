@@ -20,7 +20,7 @@ def main() -> None:
     print(f"conditioning c(Ã): {tuple(family.conditioning(A_tilde).shape)}")
     for dtype in (torch.float32, torch.complex64):
         print(
-            f"{str(dtype):16s} adjoint {check_adjoint(A, dtype):.1e}  linearity {check_linearity(A, dtype):.1e}"
+            f"{dtype!s:16s} adjoint {check_adjoint(A, dtype):.1e}  linearity {check_linearity(A, dtype):.1e}"
             f"  normal {check_normal(A, dtype):.1e}"
         )
 

@@ -5,7 +5,9 @@ Adding an operator or a family to the project = adding one line to ``OPERATORS``
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import torch
@@ -50,6 +52,13 @@ FAMILIES: dict[str, Callable[[], object]] = {
     "box_mask": lambda: BoxMaskFamily((1, 16, 16), box=6, delta=0.2),
     "clean": lambda: CleanFamily((1, 8, 8)),
 }
+
+
+# Each operator family adds its cases in a module tests/registry_<family>.py defining OPERATORS and FAMILIES.
+for _path in sorted(Path(__file__).parent.glob("registry_*.py")):
+    _module = importlib.import_module(_path.stem)
+    OPERATORS.update(getattr(_module, "OPERATORS", {}))
+    FAMILIES.update(getattr(_module, "FAMILIES", {}))
 
 
 @pytest.fixture

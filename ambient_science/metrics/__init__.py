@@ -1,0 +1,1 @@
+"""Metrics: MRI (fastMRI definitions) in ``metrics.mri``, black-hole imaging in ``metrics.eht``."""
