@@ -1,0 +1,291 @@
+"""Training losses: the ambient loss for any ``SubsampledOperator`` family, its noisy variant, and plain EDM.
+
+Each loss is a small callable returning one value per sample; the training loop reduces.
+
+Notation (DESIGN.md §5): data ``(y, A)`` with ``y = A x (+ n)``; ``Ã = B A`` the further corruption;
+``ε ~ N(0, I)`` in the image domain; ``σ`` the diffusion noise level.
+
+Noise convention (complex images). ``σ`` is the standard deviation of every *real* component the
+network sees: a complex image reaches the network as ``[real, imag]`` channels, so complex noise has
+real and imaginary parts each ``N(0, σ²)`` (``E|σ ε_j|² = 2σ²``, unlike ``torch.randn(dtype=complex64)``,
+whose total variance is 1). A known measurement noise ``σ_n`` of complex data follows the same
+convention: real and imaginary parts of each noise entry are ``N(0, σ_n²)``. Priors and samplers must
+draw their noise the same way (:func:`image_noise`).
+
+Loss normalisation. ``‖·‖² / m`` with ``m`` the number of observed *real* components (observed entries
+of ``A``, times 2 where measurements are complex), so that with ``A = I`` the loss is exactly EDM's
+per-component mean (Karras et al. 2022, Eq. 2 and Table 1) for real and complex images alike.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ambient_science.channels import from_network, to_network
+from ambient_science.denoiser import network_denoise
+from ambient_science.family import OperatorFamily
+from ambient_science.linop import SubsampledOperator
+from ambient_science.network import append_dims
+
+__all__ = [
+    "AmbientLoss",
+    "EDMLoss",
+    "LossConfig",
+    "NoisyAmbientLoss",
+    "build_loss",
+    "edm_weight",
+    "image_noise",
+    "sample_sigma",
+]
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """The loss and its noise-level law ``ln σ ~ N(p_mean, p_std²)`` (EDM, Table 1).
+
+    ``kind``: ``"ambient"`` (ignores ``σ_n``), ``"noisy_ambient"`` (uses the data's ``σ_n``), or
+    ``"auto"`` (= ``"noisy_ambient"``, which is the ambient loss exactly wherever ``σ_n = 0``).
+    """
+
+    kind: str = "auto"
+    p_mean: float = -1.2
+    p_std: float = 1.2
+
+    def __post_init__(self):
+        if self.kind not in ("auto", "ambient", "noisy_ambient"):
+            raise ValueError(f"loss kind must be 'auto', 'ambient' or 'noisy_ambient', got {self.kind!r}")
+        if self.p_std <= 0:
+            raise ValueError(f"p_std must be positive, got {self.p_std}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(vars(self))
+
+
+def edm_weight(sigma: Tensor, sigma_data: float) -> Tensor:
+    """EDM loss weight ``λ(σ) = (σ² + σ_d²) / (σ σ_d)²`` (Karras et al. 2022, Table 1).
+
+    Shape: ``(B,)`` -> ``(B,)``.
+    """
+    return (sigma**2 + sigma_data**2) / (sigma * sigma_data) ** 2
+
+
+def sample_sigma(
+    batch_size: int,
+    *,
+    p_mean: float,
+    p_std: float,
+    generator: torch.Generator,
+    sigma_min: Tensor | None = None,
+) -> Tensor:
+    """Noise levels ``ln σ ~ N(p_mean, p_std²)``, optionally conditioned on ``σ > sigma_min`` per sample.
+
+    One standard normal ``z`` per sample; where ``sigma_min > 0`` it is mapped through the truncated
+    normal's inverse CDF, ``ln σ = p_mean + p_std Φ⁻¹(Φ(a) + (1 − Φ(a)) Φ(z))`` with
+    ``a = (ln σ_min − p_mean) / p_std`` — the EDM law conditioned on ``σ > σ_min``. Where
+    ``sigma_min = 0`` the draw is bit-for-bit the unconditioned one.
+
+    Shape: ``sigma_min (B,)`` or None -> ``(B,)`` float32 on the generator's device.
+    """
+    z = torch.randn(batch_size, generator=generator, device=generator.device)
+    log_sigma = p_mean + p_std * z
+    if sigma_min is not None:
+        s_min = sigma_min.to(device=z.device, dtype=torch.float64)
+        a = (s_min.clamp_min(1e-30).log() - p_mean) / p_std
+        lo = torch.special.ndtr(a)
+        u = lo + (1 - lo) * torch.special.ndtr(z.double())
+        u = u.clamp(max=1 - 1e-12)
+        truncated = (p_mean + p_std * torch.special.ndtri(u)).clamp_min(s_min.clamp_min(1e-30).log())
+        log_sigma = torch.where(s_min > 0, truncated.float(), log_sigma)
+        return torch.maximum(log_sigma.exp(), s_min.float())  # no float32 round-off below σ_min
+    return log_sigma.exp()
+
+
+def image_noise(shape: tuple[int, ...], dtype: torch.dtype, generator: torch.Generator) -> Tensor:
+    """``ε`` with every real component ``N(0, 1)``: complex ``ε`` has real and imaginary parts each ``N(0, 1)``.
+
+    Shape: ``shape`` -> ``shape`` of ``dtype`` (float32 or complex64), on the generator's device.
+    """
+    if dtype.is_complex:
+        parts = torch.randn((*shape, 2), generator=generator, device=generator.device)
+        return torch.view_as_complex(parts)
+    return torch.randn(shape, generator=generator, device=generator.device, dtype=dtype)
+
+
+def _sq_norm(r: Tensor) -> Tensor:
+    """Per-sample ``‖r‖²`` (sum of ``|r_j|²``); Shape: ``(B, ...)`` -> ``(B,)`` float32."""
+    r = torch.view_as_real(r) if r.is_complex() else r
+    return r.to(torch.float32).square().reshape(r.shape[0], -1).sum(dim=1)
+
+
+def _real_components(A: SubsampledOperator, y: Tensor) -> Tensor:
+    """``m``: observed real components per sample (2 per observed complex entry), at least 1 (a sample
+    whose ``A`` observes nothing has a zero residual and so contributes 0, not 0/0). Shape: ``(B,)``."""
+    return (A.num_observed().to(y.device) * (2.0 if y.is_complex() else 1.0)).clamp_min(1.0)
+
+
+class AmbientLoss:
+    """Ambient diffusion loss for any linear ``SubsampledOperator`` family (DESIGN.md §5).
+
+    ``L = λ(σ) ‖A D_θ(x̃, c(Ã), σ) − y‖² / m`` with ``x̃ = Ãᴴ(B y + σ Ã ε)`` (Daras et al. 2023, §3, for
+    masks; Aali et al. 2025 for general ``A``) and EDM's ``λ(σ)``, ``ln σ ~ N(p_mean, p_std²)``.
+    Minimiser: the operators are drawn independently of ``x``, so given ``(x̃, Ã)`` the expected loss is
+    ``E[(D − x)ᴴ AᴴA (D − x) | x̃, Ã] = (D − E[x|·])ᴴ E[AᴴA | Ã] (D − E[x|·]) + const``, minimised by
+    ``D = E[x | Ã x_σ, Ã]`` wherever ``E[AᴴA | Ã]`` is full rank. With ``A = I`` it is exactly
+    :class:`EDMLoss`.
+
+    Draw order on ``generator`` (fixed, so a seed reproduces a step): ``Ã``, then ``σ``, then ``ε``.
+
+    Shape: ``y`` like ``A.oshape``; returns ``(B,)`` float32.
+    """
+
+    def __init__(self, family: OperatorFamily, *, sigma_data: float = 0.5, p_mean: float = -1.2, p_std: float = 1.2):
+        self.family = family
+        self.sigma_data = float(sigma_data)
+        self.p_mean = float(p_mean)
+        self.p_std = float(p_std)
+
+    def draw(
+        self, A: SubsampledOperator, *, generator: torch.Generator, sigma_min: Tensor | None = None
+    ) -> tuple[SubsampledOperator, Tensor, Tensor]:
+        """``(Ã, σ, ε)`` for one batch, in the documented order, on ``A``'s device."""
+        A_tilde = self.family.further_corrupt(A, generator=generator)
+        sigma = sample_sigma(
+            A.batch_size, p_mean=self.p_mean, p_std=self.p_std, generator=generator, sigma_min=sigma_min
+        )
+        eps = image_noise(A.ishape, self.family.image_dtype(), generator)
+        device = A.observed.device
+        return A_tilde, sigma.to(device), eps.to(device)
+
+    def __call__(
+        self,
+        net: nn.Module,
+        y: Tensor,
+        A: SubsampledOperator,
+        *,
+        generator: torch.Generator | None = None,
+        A_tilde: SubsampledOperator | None = None,
+        sigma: Tensor | None = None,
+        noise: Tensor | None = None,
+    ) -> Tensor:
+        """Per-sample loss; ``A_tilde``, ``sigma``, ``noise`` override the random draws (all three or none)."""
+        A_tilde, sigma, eps = self._draws(A, generator, A_tilde, sigma, noise, sigma_min=None)
+        # Ã x_σ = M̃ ⊙ G(x + σ ε) = B y + σ Ã ε, since M̃ ≤ M (DESIGN.md §5)
+        y_tilde = _observed(A_tilde, y) * y + _sigma_like(sigma, y) * A_tilde(eps)
+        x_tilde = A_tilde.H(y_tilde)
+        D = network_denoise(net, x_tilde, sigma, self.family, A_tilde)
+        residual = A(_to_image_dtype(D, self.family)) - y
+        return edm_weight(sigma, self.sigma_data) * _sq_norm(residual) / _real_components(A, y)
+
+    def _draws(self, A, generator, A_tilde, sigma, noise, sigma_min):
+        given = [v is not None for v in (A_tilde, sigma, noise)]
+        if all(given):
+            return A_tilde, sigma.to(torch.float32), noise
+        if any(given):
+            raise ValueError("pass all of A_tilde, sigma and noise, or none of them")
+        if generator is None:
+            raise ValueError("a torch.Generator is required for the loss's random draws")
+        return self.draw(A, generator=generator, sigma_min=sigma_min)
+
+
+class NoisyAmbientLoss(AmbientLoss):
+    """Ambient loss for measurements with known noise ``y = A x + n``, ``n ~ σ_n`` white (Daras, Dimakis &
+    Daskalakis 2024, §3, "double Tweedie"; DESIGN.md §5).
+
+    Train only at ``σ > σ_n`` (σ drawn from the EDM law conditioned on ``σ > σ_n``, :func:`sample_sigma`).
+    Then ``A x_σ = y + sqrt(σ² − σ_n²) A ε`` has the law of ``A (x + σ ε)`` for operators with orthonormal
+    rows, and Tweedie twice gives ``E[A x_{σ_n} | x_σ] = (σ_n²/σ²) A x_σ + (1 − σ_n²/σ²) A E[x | x_σ]``:
+
+        L = λ(σ) ‖(1 − σ_n²/σ²) A D_θ + (σ_n²/σ²) A x_σ − y‖² / m.
+
+    With ``σ_n = 0`` this is :class:`AmbientLoss`, draws included.
+
+    Shape: ``y`` like ``A.oshape``, ``sigma_n (B,)``; returns ``(B,)`` float32.
+    """
+
+    def __call__(
+        self,
+        net: nn.Module,
+        y: Tensor,
+        A: SubsampledOperator,
+        *,
+        sigma_n: Tensor | float = 0.0,
+        generator: torch.Generator | None = None,
+        A_tilde: SubsampledOperator | None = None,
+        sigma: Tensor | None = None,
+        noise: Tensor | None = None,
+    ) -> Tensor:
+        sigma_n = torch.broadcast_to(torch.as_tensor(sigma_n, dtype=torch.float32, device=y.device), (y.shape[0],))
+        A_tilde, sigma, eps = self._draws(A, generator, A_tilde, sigma, noise, sigma_min=sigma_n)
+        if bool((sigma < sigma_n).any()):
+            raise ValueError("NoisyAmbientLoss needs sigma >= sigma_n for every sample")
+        # A x_σ = y + sqrt(σ² − σ_n²) A ε; Ã x_σ = B (A x_σ)
+        extra = (sigma**2 - sigma_n**2).clamp_min(0).sqrt()
+        A_x_sigma = y + _sigma_like(extra, y) * A(eps)
+        y_tilde = _observed(A_tilde, y) * A_x_sigma
+        x_tilde = A_tilde.H(y_tilde)
+        D = network_denoise(net, x_tilde, sigma, self.family, A_tilde)
+        ratio = _sigma_like(sigma_n**2 / sigma**2, y)
+        # double-Tweedie estimate of A x_{σ_n} = E[y | x_σ]
+        y_hat = (1 - ratio) * A(_to_image_dtype(D, self.family)) + ratio * A_x_sigma
+        return edm_weight(sigma, self.sigma_data) * _sq_norm(y_hat - y) / _real_components(A, y)
+
+
+class EDMLoss:
+    """The plain EDM loss on clean images, ``λ(σ) ‖D_θ(x + σ ε, σ) − x‖² / n`` (Karras et al. 2022, Eq. 2, Table 1).
+
+    The reference the ambient loss reduces to with ``A = I`` (tests); the network gets no conditioning
+    channels. Draw order: ``σ``, then ``ε`` (the ambient loss's order with no ``Ã`` draw).
+
+    Shape: ``x (B, C, ...)`` real or complex -> ``(B,)`` float32.
+    """
+
+    def __init__(self, *, sigma_data: float = 0.5, p_mean: float = -1.2, p_std: float = 1.2):
+        self.sigma_data = float(sigma_data)
+        self.p_mean = float(p_mean)
+        self.p_std = float(p_std)
+
+    def __call__(
+        self,
+        net: nn.Module,
+        x: Tensor,
+        *,
+        generator: torch.Generator | None = None,
+        sigma: Tensor | None = None,
+        noise: Tensor | None = None,
+    ) -> Tensor:
+        if sigma is None or noise is None:
+            if generator is None:
+                raise ValueError("a torch.Generator is required for the loss's random draws")
+            sigma = sample_sigma(x.shape[0], p_mean=self.p_mean, p_std=self.p_std, generator=generator)
+            noise = image_noise(tuple(x.shape), x.dtype, generator)
+        sigma, noise = sigma.to(x.device, torch.float32), noise.to(x.device)
+        x_sigma = x + _sigma_like(sigma, x) * noise
+        h = to_network(x_sigma)
+        cond = h.new_zeros((h.shape[0], 0, *h.shape[2:]))
+        D = from_network(net(h, sigma, cond), x.is_complex())
+        n = x[0].numel() * (2 if x.is_complex() else 1)
+        return edm_weight(sigma, self.sigma_data) * _sq_norm(D - x) / n
+
+
+def build_loss(config: LossConfig, family: OperatorFamily, sigma_data: float) -> AmbientLoss:
+    """The loss named by ``config.kind`` (``"auto"``, ``"noisy_ambient"`` -> :class:`NoisyAmbientLoss`)."""
+    cls = AmbientLoss if config.kind == "ambient" else NoisyAmbientLoss
+    return cls(family, sigma_data=sigma_data, p_mean=config.p_mean, p_std=config.p_std)
+
+
+def _sigma_like(sigma: Tensor, like: Tensor) -> Tensor:
+    """``σ (B,)`` reshaped to broadcast against ``like (B, ...)`` (real, so it scales complex tensors too)."""
+    return append_dims(sigma.to(like.device, torch.float32), like.ndim)
+
+
+def _observed(A: SubsampledOperator, like: Tensor) -> Tensor:
+    return A.observed.to(like.device)
+
+
+def _to_image_dtype(D: Tensor, family: OperatorFamily) -> Tensor:
+    """The network's output in float32 / complex64 (under autocast it could be lower precision)."""
+    return D.to(torch.complex64 if family.is_complex else torch.float32)
