@@ -4,13 +4,16 @@ Training (losses) and sampling (priors) both go through :func:`network_denoise`,
 exactly the same kind of input in both: ``x̃ = Ãᴴ Ã x_σ`` (complex images as ``[real, imag]``
 channels), the noise level ``σ`` per sample, and the conditioning channels ``c(Ã)``.
 
-Network contract (``ambient_science.network``): ``net(x, sigma, cond) -> D`` with
-``x (B, C_img, H, W)`` real, ``sigma (B,)``, ``cond (B, k, H, W)`` real, returning the denoised
-estimate ``(B, C_img, H, W)`` real (EDM preconditioning lives inside ``net``).
+Network contract (``ambient_science.network``): ``net(x, sigma, cond, project=P) -> D`` with
+``x (B, C_img, H, W)`` real, ``sigma (B,)``, ``cond (B, k, H, W)`` real, ``P`` the projection onto what
+``Ã`` observed acting on such real channels (:meth:`OperatorFamily.observed_projection`; zero when the
+family has none), returning the denoised estimate ``(B, C_img, H, W)`` real (EDM preconditioning,
+which uses ``P``, lives inside ``net``).
 """
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 from ambient_science.channels import from_network, to_network
@@ -33,5 +36,12 @@ def network_denoise(
     Shape: ``x_tilde (B, C, H, W)``, ``sigma (B,)`` -> ``(B, C, H, W)``, same dtype kind as ``x_tilde``.
     """
     cond = family.conditioning(A_tilde).to(sigma.device)
-    out = net(to_network(x_tilde), sigma, cond)
+    P = family.observed_projection(A_tilde)
+
+    def project(v: Tensor) -> Tensor:
+        if P is None:
+            return torch.zeros_like(v)
+        return to_network(P(from_network(v, family.is_complex))).to(v.dtype)
+
+    out = net(to_network(x_tilde), sigma, cond, project=project)
     return from_network(out, family.is_complex)

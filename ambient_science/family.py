@@ -15,7 +15,7 @@ described by a JSON-serialisable ``config()`` that travels inside checkpoints; `
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 import torch
@@ -72,6 +72,15 @@ class OperatorFamily(abc.ABC):
     @abc.abstractmethod
     def config(self) -> dict[str, Any]:
         """JSON-serialisable description (everything ``__init__`` needs), with ``"family": name``."""
+
+    def observed_projection(self, A_tilde: SubsampledOperator) -> Callable[[Tensor], Tensor] | None:
+        """``P``, the projection onto the image content ``Ã`` observed, for the network's preconditioning.
+
+        ``ÃᴴÃ`` for operators with orthonormal rows (masks, Cartesian MRI; for SENSE with normalised maps
+        it is ``Σ_c S_cᴴ Fᴴ M F S_c``, close to a projection). ``None`` when ``ÃᴴÃ`` is no projection
+        (e.g. interferometry, a PSF convolution): the network then predicts every entry from scratch.
+        """
+        return A_tilde.N
 
     def image_dtype(self) -> torch.dtype:
         return torch.complex64 if self.is_complex else torch.float32

@@ -178,7 +178,19 @@ class AmbientLoss:
         x_tilde = A_tilde.H(y_tilde)
         D = network_denoise(net, x_tilde, sigma, self.family, A_tilde)
         residual = A(_to_image_dtype(D, self.family)) - y
-        return edm_weight(sigma, self.sigma_data) * _sq_norm(residual) / _real_components(A, y)
+        return self._weighted(residual, sigma, A_tilde) / _real_components(A, y)
+
+    def _weighted(self, residual: Tensor, sigma: Tensor, A_tilde: SubsampledOperator) -> Tensor:
+        """``λ_obs ‖B r‖² + λ_hid ‖(1 − B) r‖²``: EDM's ``λ(σ) = 1/c_out²`` where ``Ã`` observed and the
+        network's output scale there is ``c_out``; ``1/σ_data²`` where ``Ã`` hid entries (or everywhere when
+        the family has no projection), whose output scale is ``σ_data`` (:class:`~ambient_science.network.
+        EDMDenoiser`). Each part of ``F``'s target then has unit variance, as in EDM. With ``A = I`` it is
+        EDM's loss."""
+        B = _observed(A_tilde, residual)
+        w_hid = torch.full_like(sigma, 1.0 / self.sigma_data**2)
+        projects = self.family.observed_projection(A_tilde) is not None
+        w_obs = edm_weight(sigma, self.sigma_data) if projects else w_hid
+        return w_obs * _sq_norm(B * residual) + w_hid * _sq_norm((1 - B) * residual)
 
     def _draws(self, A, generator, A_tilde, sigma, noise, sigma_min):
         given = [v is not None for v in (A_tilde, sigma, noise)]
@@ -231,7 +243,7 @@ class NoisyAmbientLoss(AmbientLoss):
         ratio = _sigma_like(sigma_n**2 / sigma**2, y)
         # double-Tweedie estimate of A x_{σ_n} = E[y | x_σ]
         y_hat = (1 - ratio) * A(_to_image_dtype(D, self.family)) + ratio * A_x_sigma
-        return edm_weight(sigma, self.sigma_data) * _sq_norm(y_hat - y) / _real_components(A, y)
+        return self._weighted(y_hat - y, sigma, A_tilde) / _real_components(A, y)
 
 
 class EDMLoss:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -375,6 +376,12 @@ class EDMDenoiser(nn.Module):
     ``D(x, σ, c) = c_skip x + c_out F(c_in x, ln(σ)/4, c)``; ``c_in`` scales the image channels only,
     never the conditioning ``c``. Works for inputs of any number of dimensions (``append_dims``).
 
+    Ambient inputs (``project`` given, the projection ``P`` onto what ``Ã`` observed): EDM's skip and
+    output scaling hold only where ``Ã`` observed; what it hid is predicted from scratch at the data's
+    scale, ``D = c_skip P x + c_out P F + σ_data (I − P) F``. Plain EDM would force ``D → x̃`` as
+    ``σ → 0`` (``c_skip → 1``, ``c_out → 0``), i.e. zeros wherever ``Ã`` hid entries, exactly where an
+    ambient denoiser must fill them in. With ``P = I`` (clean data) this is Eq. 7 unchanged.
+
     Shape: ``x (B, C_img, ...)``, ``sigma (B,)``, ``cond (B, k, ...)`` -> ``(B, C_img, ...)`` float32.
     """
 
@@ -395,14 +402,19 @@ class EDMDenoiser(nn.Module):
         c_noise = sigma.log() / 4.0
         return c_skip, c_out, c_in, c_noise
 
-    def forward(self, x: Tensor, sigma: Tensor, cond: Tensor) -> Tensor:
+    def forward(
+        self, x: Tensor, sigma: Tensor, cond: Tensor, project: Callable[[Tensor], Tensor] | None = None
+    ) -> Tensor:
         if x.is_complex():
             raise TypeError("the network takes real channels; use ambient_science.channels.to_network first")
         sigma = torch.as_tensor(sigma, device=x.device).to(torch.float32).reshape(-1).expand(x.shape[0])
         x = x.to(torch.float32)
         c_skip, c_out, c_in, c_noise = self.preconditioning(sigma, x.ndim)
-        F_x = self.backbone(c_in * x, c_noise, cond)
-        return c_skip * x + c_out * F_x.to(torch.float32)
+        F_x = self.backbone(c_in * x, c_noise, cond).to(torch.float32)
+        if project is None:
+            return c_skip * x + c_out * F_x
+        PF = project(F_x)
+        return c_skip * project(x) + c_out * PF + self.sigma_data * (F_x - PF)
 
 
 def build_network(config: NetworkConfig) -> EDMDenoiser:

@@ -20,7 +20,7 @@ Two laws for ``Ã_inf`` (``inference_operator``):
     >>> from torch import nn
     >>> from ambient_science.operators import PixelMaskFamily
     >>> class Zero(nn.Module):
-    ...     def forward(self, x, sigma, cond):
+    ...     def forward(self, x, sigma, cond, project=None):
     ...         return torch.zeros_like(x)
     >>> prior = Prior(Zero(), PixelMaskFamily((1, 4, 4), p=0.5))
     >>> D = prior.denoiser(2, generator=torch.Generator().manual_seed(0), num_draws=3)

@@ -15,7 +15,7 @@ Samples give a posterior mean and a per-pixel standard deviation (:class:`Poster
     >>> from ambient_science.operators import CleanFamily, PixelMaskFamily
     >>> from ambient_science.prior import Prior
     >>> class Shrink(torch.nn.Module):                      # the exact denoiser of N(0, 0.25 I)
-    ...     def forward(self, x, sigma, cond):
+    ...     def forward(self, x, sigma, cond, project=None):
     ...         return x * 0.25 / (0.25 + sigma.reshape(-1, 1, 1, 1) ** 2)
     >>> prior = Prior(Shrink(), CleanFamily((1, 4, 4)))
     >>> A = PixelMaskFamily((1, 4, 4), p=0.5).sample(2, generator=torch.Generator().manual_seed(0))

@@ -176,9 +176,9 @@ class _Autocast:
     def __init__(self, net: nn.Module, device: torch.device, enabled: bool):
         self.net, self.device_type, self.enabled = net, device.type, enabled
 
-    def __call__(self, x: Tensor, sigma: Tensor, cond: Tensor) -> Tensor:
+    def __call__(self, x: Tensor, sigma: Tensor, cond: Tensor, project=None) -> Tensor:
         with torch.autocast(self.device_type, dtype=torch.bfloat16, enabled=self.enabled):
-            return self.net(x, sigma, cond).float()
+            return self.net(x, sigma, cond, project=project).float()
 
 
 @contextlib.contextmanager

@@ -36,7 +36,8 @@ class GaussianDenoiserNet(nn.Module):
         self.register_buffer("mean", mean.to(torch.float64))
         self.register_buffer("cov", cov.to(torch.float64))
 
-    def forward(self, x: Tensor, sigma: Tensor, cond: Tensor) -> Tensor:
+    def forward(self, x: Tensor, sigma: Tensor, cond: Tensor, project=None) -> Tensor:
+        """The exact posterior mean (``project``, the preconditioning's projection, is not needed)."""
         B, C, H, W = x.shape
         n = H * W
         if cond.shape[1] == 0 and bool((sigma == sigma[0]).all()):  # clean data, one σ: one shared solve

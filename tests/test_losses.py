@@ -66,7 +66,8 @@ def test_ambient_loss_with_identity_operator_is_the_edm_loss(is_complex):
 
 
 def test_loss_matches_hand_written_formula():
-    """L = w(σ) ‖A D − y‖² / m with x̃ = Ãᴴ(B y + σ Ã ε), D = network_denoise(x̃, c(Ã)), m = observed entries."""
+    """L = (w(σ) ‖B(A D − y)‖² + ‖(1 − B)(A D − y)‖²/σ_d²) / m with x̃ = Ãᴴ(B y + σ Ã ε),
+    D = c_skip P x̃ + c_out P F + σ_d (I − P) F (P = B for masks), m = observed entries."""
     family = PixelMaskFamily((2, 8, 8), p=0.5, delta=0.3)
     net = _unet(2, 1)
     g = torch.Generator().manual_seed(3)
@@ -77,16 +78,23 @@ def test_loss_matches_hand_written_formula():
     eps = torch.randn(A.ishape, generator=g)
     got = AmbientLoss(family)(net, y, A, A_tilde=A_tilde, sigma=sigma, noise=eps)
     x_tilde = A_tilde.mask * (y + sigma[:, None, None, None] * eps)
-    D = net(x_tilde, sigma, A_tilde.mask)
+    D = net(x_tilde, sigma, A_tilde.mask, project=lambda v: A_tilde.mask * v)
+    F = net.backbone(net.preconditioning(sigma, 4)[2] * x_tilde, sigma.log() / 4, A_tilde.mask)
+    c_skip, c_out = net.preconditioning(sigma, 4)[:2]
+    B = A_tilde.mask
+    torch.testing.assert_close(D, c_skip * x_tilde + c_out * B * F + 0.5 * (1 - B) * F)
     m = A.mask.expand(A.oshape).sum(dim=(1, 2, 3))
-    want = edm_weight(sigma, 0.5) * (A.mask * D - y).square().sum(dim=(1, 2, 3)) / m
+    r = A.mask * D - y
+    want = (
+        edm_weight(sigma, 0.5) * (B * r).square().sum(dim=(1, 2, 3)) + ((1 - B) * r).square().sum(dim=(1, 2, 3)) / 0.25
+    ) / m
     torch.testing.assert_close(got, want)
 
 
 class _Spy(nn.Module):
     """Records the network's inputs; returns zeros."""
 
-    def forward(self, x, sigma, cond):
+    def forward(self, x, sigma, cond, project=None):
         self.x, self.sigma, self.cond = x, sigma, cond
         return torch.zeros_like(x)
 
@@ -174,7 +182,7 @@ class _Scalar(nn.Module):
         super().__init__()
         self.a = a
 
-    def forward(self, x, sigma, cond):
+    def forward(self, x, sigma, cond, project=None):
         return self.a * x
 
 

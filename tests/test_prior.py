@@ -149,7 +149,7 @@ def test_network_is_frozen_but_input_gradients_flow():
             super().__init__()
             self.conv = net
 
-        def forward(self, x, sigma, cond):
+        def forward(self, x, sigma, cond, project=None):
             return self.conv(torch.cat([x, cond], 1))
 
     prior = Prior(Net().train(), PixelMaskFamily((1, H, W), p=0.3))
