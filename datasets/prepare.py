@@ -1,0 +1,346 @@
+"""``prepare``: raw fastMRI volumes -> a measurement file that holds only undersampled k-space.
+
+For each slice (DESIGN.md §7):
+
+1. grid: coil images ``ifft2c(kspace)`` centre-cropped to the recon size (320 × 320 for fastMRI knees),
+   optionally downsampled to ``resolution`` by keeping the centre of their k-space (the lower-resolution
+   acquisition of the same field of view), re-FFT'd: k-space ``k`` ``(C, h, w)`` on the training grid;
+2. undersample: ``y = M ⊙ k`` with a mask drawn from :class:`CartesianMRIFamily` (seeded by
+   ``(seed, volume, slice)``; one mask per volume with ``mask_per="volume"``);
+3. normalise: divide the volume by ``scale`` = the ``scale_percentile`` percentile of its zero-filled
+   magnitude (RSS over coils), computed from the undersampled data only; ``params["scale"]`` keeps it, so a
+   reconstruction times ``scale`` is back in the file's units;
+4. multi-coil: ESPIRiT maps from the fully sampled centre of ``y`` (computed once, here);
+5. write with :func:`save_measurements` (family config, ``y``, ``params = {mask, [coil_maps], scale}``),
+   which refuses any energy outside the masks: the file provably holds no fully sampled scan.
+
+Optionally, a *separate* reference file (``targets_output``) keeps the fully sampled grid images, for
+evaluation only.
+
+Command line::
+
+    ambient-science prepare synthetic-knee data/knee --volumes 8 --recon-size 128
+    ambient-science prepare fastmri data/knee -o data/knee_r4.h5 --acceleration 4 --center-fraction 0.08 \\
+        --resolution 64 --targets data/knee_r4_targets.h5
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import torch
+from torch import Tensor
+
+from ambient_science.datasets.fastmri import FastMRIVolume, _h5_paths, _name_seed, image_grid
+from ambient_science.datasets.measurements import save_measurements
+from ambient_science.operators.mri import CartesianMRIFamily, fft2c, ifft2c
+from ambient_science.operators.mri_masks import MASK_KINDS, acs_width
+
+__all__ = ["TARGETS_FORMAT", "add_arguments", "load_targets", "prepare_fastmri", "run"]
+
+TARGETS_FORMAT = "ambient-science-mri-targets"
+
+
+def _volume_grid(vol: FastMRIVolume, recon_size, resolution) -> Tensor:
+    """Grid k-space of every slice of a volume, ``(S, C, h, w)`` complex64."""
+    size = recon_size or vol.recon_size
+    return torch.stack([fft2c(image_grid(vol.kspace(i), size, resolution)) for i in range(vol.num_slices)])
+
+
+def prepare_fastmri(
+    inputs: str | Path | Sequence[str | Path],
+    output: str | Path,
+    *,
+    acceleration: float = 4.0,
+    center_fraction: float = 0.08,
+    mask_kind: str = "random",
+    resolution: int | None = None,
+    recon_size: Sequence[int] | None = None,
+    drop_fraction: float = 0.2,
+    mask_per: str = "slice",
+    seed: int = 0,
+    scale_percentile: float = 99.0,
+    espirit_crop: float = 0.5,
+    espirit_kernel_width: int = 6,
+    sigma_n: float | str = "auto",
+    targets_output: str | Path | None = None,
+    overwrite: bool = False,
+    device: str | torch.device | None = None,
+) -> Path:
+    """Convert fastMRI volumes into an undersampled measurement file (steps in the module docstring).
+
+    Args:
+        inputs: a directory of ``*.h5``, a file, or a list of them.
+        output: the measurement file to write.
+        acceleration, center_fraction, mask_kind, drop_fraction: the :class:`CartesianMRIFamily` of the
+            file (``drop_fraction`` is its further corruption at training time).
+        resolution: training grid side (e.g. 64 for CPU demos); ``None`` keeps the recon size.
+        recon_size: ``(h, w)`` crop; default the recon size in each file's header.
+        mask_per: ``"slice"`` (a new mask per slice) or ``"volume"`` (fastMRI's validation convention).
+        seed: seeds the masks.
+        scale_percentile: percentile of the zero-filled magnitude that becomes 1 after normalisation.
+        espirit_crop, espirit_kernel_width: ESPIRiT settings (multi-coil). The crop is lower than sigpy's 0.95:
+            the narrow ACS bands of small grids lower the top eigenvalue inside the object (to ~0.83 with 3-5
+            columns), and 0.95 would then cut holes into the maps.
+        sigma_n: known noise std (of each real and imaginary part) of the normalised k-space; ``"auto"``:
+            from the files' ``attrs["noise_std"]`` (written by the synthetic generator) carried through the
+            grid and the normalisation, else 0 (unknown).
+        targets_output: optional separate file with the fully sampled grid images (evaluation only).
+        device: where ESPIRiT runs (e.g. ``"cuda"`` for 320 × 320 multi-coil data); results come back to CPU.
+
+    Returns:
+        The path of the measurement file.
+    """
+    from ambient_science.operators.coils import espirit_maps
+
+    if mask_per not in ("slice", "volume"):
+        raise ValueError(f"mask_per must be 'slice' or 'volume', got {mask_per!r}")
+    paths = _h5_paths(inputs)
+    volumes = [FastMRIVolume(p) for p in paths]
+    multicoil = {v.is_multicoil for v in volumes}
+    if len(multicoil) > 1:
+        raise ValueError(f"inputs mix single- and multi-coil volumes: {[str(v.path) for v in volumes]}")
+    is_multicoil = multicoil.pop()
+    num_coils = max(v.num_coils for v in volumes) if is_multicoil else None
+
+    if not (sigma_n == "auto" or isinstance(sigma_n, (int, float))):
+        raise ValueError(f"sigma_n must be a number or 'auto', got {sigma_n!r}")
+    ys, masks, maps, scales, sigmas, refs, targets, names = [], [], [], [], [], [], [], []
+    family = None
+    for vol in volumes:
+        k = _volume_grid(vol, recon_size, resolution)  # (S, C, h, w)
+        S, C, h, w = k.shape
+        if family is None:
+            family = CartesianMRIFamily(
+                (1, h, w),
+                acceleration=acceleration,
+                center_fraction=center_fraction,
+                mask_kind=mask_kind,
+                drop_fraction=drop_fraction,
+                num_coils=num_coils,
+            )
+        elif family.image_shape[1:] != (h, w):
+            raise ValueError(
+                f"{vol.path}: grid {(h, w)} differs from earlier volumes {family.image_shape[1:]}; pass recon_size "
+                "(and resolution) so every volume lands on the same grid"
+            )
+        g = torch.Generator()
+        mask_list = []
+        for s in range(S):
+            g.manual_seed(_name_seed(vol.path.name, -1 if mask_per == "volume" else s, seed))
+            mask_list.append(family.sample_masks(1, g)[0])
+        mask = torch.stack(mask_list)  # (S, w) or (S, h, w)
+        observed = mask[:, None, None, :] if mask.ndim == 2 else mask[:, None]
+        y = observed * k
+        zf = ifft2c(y).abs().pow(2).sum(dim=1).sqrt()  # RSS of the zero-filled coil images
+        scale = float(torch.quantile(zf.flatten()[:: max(1, zf.numel() // 2_000_000)].double(), scale_percentile / 100))
+        if not scale > 0:
+            raise ValueError(f"{vol.path}: the undersampled data are all zero; nothing to normalise")
+        y = y / scale
+        if is_multicoil:
+            if mask.ndim == 2:
+                calib = (h, acs_width(w, center_fraction))
+            else:
+                calib = (acs_width(h, center_fraction), acs_width(w, center_fraction))
+            mps = espirit_maps(y.to(device), calib, kernel_width=espirit_kernel_width, crop=espirit_crop).cpu()
+            if C < num_coils:  # pad with silent coils so volumes of different coil counts batch
+                pad = (S, num_coils - C, h, w)
+                y = torch.cat([y, y.new_zeros(pad)], dim=1)
+                mps = torch.cat([mps, mps.new_zeros(pad)], dim=1)
+            maps.append(mps)
+        ys.append(y.to(torch.complex64))
+        masks.append(mask)
+        scales.append(torch.full((S,), scale, dtype=torch.float32))
+        if sigma_n == "auto":  # white k-space noise stays white through the grid; the k-space crop rescales it
+            crop_h, crop_w = recon_size or vol.recon_size
+            noise_std = float(vol.attrs.get("noise_std", 0.0))
+            sigma = noise_std * ((h * w) / (crop_h * crop_w)) ** 0.5 / scale
+        else:
+            sigma = float(sigma_n)
+        sigmas.append(torch.full((S,), sigma, dtype=torch.float32))
+        names.append((vol.path.name, S, bool(vol.attrs.get("synthetic", False))))
+        if targets_output is not None:
+            images = ifft2c(k) / scale  # (S, C, h, w) fully sampled grid images
+            targets.append(images.abs().pow(2).sum(dim=1).sqrt().to(torch.float32))
+            if is_multicoil:
+                refs.append((maps[-1][:, :C].conj() * images).sum(dim=1, keepdim=True).to(torch.complex64))
+            else:
+                refs.append(images.to(torch.complex64))
+        vol.close()
+
+    params = {"mask": torch.cat(masks), "scale": torch.cat(scales)}
+    if is_multicoil:
+        params["coil_maps"] = torch.cat(maps)
+    metadata: dict[str, Any] = {
+        "source": "fastmri",
+        "files": [n for n, _, _ in names],
+        "slices_per_file": [s for _, s, _ in names],
+        "synthetic": all(syn for _, _, syn in names),
+        "acceleration": acceleration,
+        "center_fraction": center_fraction,
+        "mask_kind": mask_kind,
+        "mask_per": mask_per,
+        "seed": seed,
+        "resolution": resolution,
+        "recon_size": list(recon_size) if recon_size is not None else None,
+        "normalisation": f"per volume: divided by the {scale_percentile} percentile of the zero-filled RSS "
+        "magnitude; params['scale'] maps reconstructions back",
+        "coil_maps": "ESPIRiT from the ACS of the undersampled grid k-space" if is_multicoil else None,
+        "sigma_n": "per real component, normalised units" + (" (from attrs[noise_std])" if sigma_n == "auto" else ""),
+    }
+    y_all = torch.cat(ys)
+    out = save_measurements(
+        output, y_all, params, family, sigma_n=torch.cat(sigmas), metadata=metadata, overwrite=overwrite
+    )
+    if targets_output is not None:
+        _save_targets(targets_output, torch.cat(targets), torch.cat(refs), names, out, overwrite)
+    return out
+
+
+def _save_targets(path, target: Tensor, image: Tensor, names, measurements: Path, overwrite: bool) -> None:
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
+    tmp = path.with_name(path.name + ".tmp")
+    with h5py.File(tmp, "w") as f:
+        f.attrs["format"] = TARGETS_FORMAT
+        f.attrs["note"] = "FULLY SAMPLED reference images for evaluation only; never train on them"
+        f.attrs["measurements"] = measurements.name
+        f.attrs["files"] = json.dumps([n for n, _, _ in names])
+        f.attrs["slices_per_file"] = json.dumps([s for _, s, _ in names])
+        f.create_dataset("target", data=target.numpy())
+        f.create_dataset("image", data=image.numpy())
+    tmp.replace(path)
+
+
+def load_targets(path: str | Path) -> dict[str, Any]:
+    """Read a reference file written by ``prepare_fastmri(..., targets_output=...)``.
+
+    Returns ``{"target": (N, h, w) float32 magnitude/RSS, "image": (N, 1, h, w) complex64 (coil-combined
+    with the ESPIRiT maps when multi-coil), "files": [...], "slices_per_file": [...]}``, in the
+    normalised units of the measurement file.
+    """
+    path = Path(path)
+    with h5py.File(path, "r") as f:
+        if f.attrs.get("format") != TARGETS_FORMAT:
+            raise ValueError(
+                f"{path} is not an ambient-science MRI targets file (attrs['format'] != {TARGETS_FORMAT!r})"
+            )
+        return {
+            "target": torch.from_numpy(np.asarray(f["target"])),
+            "image": torch.from_numpy(np.asarray(f["image"])),
+            "files": json.loads(f.attrs["files"]),
+            "slices_per_file": json.loads(f.attrs["slices_per_file"]),
+        }
+
+
+# -- command line --------------------------------------------------------------------------------------
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """``prepare fastmri ...`` and ``prepare synthetic-knee ...``."""
+    sub = parser.add_subparsers(dest="source", metavar="SOURCE", required=True)
+
+    p = sub.add_parser("fastmri", help="fastMRI volumes -> an undersampled measurement file")
+    p.add_argument("inputs", nargs="+", type=Path, help="fastMRI .h5 files or directories")
+    p.add_argument("-o", "--output", type=Path, required=True, help="measurement file to write")
+    p.add_argument("--acceleration", type=float, default=4.0)
+    p.add_argument("--center-fraction", type=float, default=0.08)
+    p.add_argument("--mask", dest="mask_kind", default="random", choices=list(MASK_KINDS))
+    p.add_argument("--resolution", type=int, default=None, help="training grid side (default: the recon size)")
+    p.add_argument("--recon-size", type=int, nargs=2, default=None, metavar=("H", "W"))
+    p.add_argument("--drop-fraction", type=float, default=0.2, help="further corruption at training time")
+    p.add_argument("--mask-per", choices=["slice", "volume"], default="slice")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--sigma-n",
+        type=_sigma_arg,
+        default="auto",
+        help="known noise std (per real component) of the normalised k-space, or 'auto' (from attrs['noise_std'])",
+    )
+    p.add_argument("--targets", type=Path, default=None, help="also write fully sampled references (evaluation)")
+    p.add_argument("--device", default=None, help="device for ESPIRiT (multi-coil), e.g. cuda")
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--dry-run", action="store_true", help="print the resolved settings and exit")
+    p.set_defaults(_prepare=_run_fastmri)
+
+    q = sub.add_parser("synthetic-knee", help="write SYNTHETIC knee volumes in the fastMRI layout")
+    q.add_argument("output", type=Path, help="directory to write synthetic_knee_<seed>.h5 into")
+    q.add_argument("--volumes", type=int, default=8)
+    q.add_argument("--slices", type=int, default=8)
+    q.add_argument("--recon-size", type=int, default=128)
+    q.add_argument("--coils", type=int, default=None, help="multi-coil (birdcage) with this many coils")
+    q.add_argument("--noise", type=float, default=0.01, help="k-space noise std relative to the image maximum")
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--overwrite", action="store_true")
+    q.add_argument("--dry-run", action="store_true", help="print the resolved settings and exit")
+    q.set_defaults(_prepare=_run_synthetic)
+
+
+def _sigma_arg(text: str) -> float | str:
+    return text if text == "auto" else float(text)
+
+
+def _run_fastmri(args: argparse.Namespace) -> int:
+    settings = {
+        "inputs": [str(p) for p in args.inputs],
+        "output": str(args.output),
+        "acceleration": args.acceleration,
+        "center_fraction": args.center_fraction,
+        "mask_kind": args.mask_kind,
+        "resolution": args.resolution,
+        "recon_size": args.recon_size,
+        "drop_fraction": args.drop_fraction,
+        "mask_per": args.mask_per,
+        "seed": args.seed,
+        "sigma_n": args.sigma_n,
+        "targets_output": None if args.targets is None else str(args.targets),
+        "overwrite": args.overwrite,
+        "device": args.device,
+    }
+    if args.dry_run:
+        print(json.dumps(settings, indent=2))
+        return 0
+    kwargs = {k: v for k, v in settings.items() if k not in ("inputs", "output")}
+    out = prepare_fastmri(args.inputs, args.output, **kwargs)
+    with h5py.File(out, "r") as f:
+        n = f["y"].shape[0]
+    print(f"wrote {n} undersampled slices to {out}")
+    return 0
+
+
+def _run_synthetic(args: argparse.Namespace) -> int:
+    from ambient_science.datasets.synthetic_knee import write_synthetic_knee_dataset
+
+    settings = {
+        "output": str(args.output),
+        "num_volumes": args.volumes,
+        "num_slices": args.slices,
+        "recon_size": [args.recon_size, args.recon_size],
+        "num_coils": args.coils,
+        "noise_level": args.noise,
+        "seed": args.seed,
+    }
+    if args.dry_run:
+        print(json.dumps(settings, indent=2))
+        return 0
+    paths = write_synthetic_knee_dataset(
+        args.output,
+        args.volumes,
+        seed=args.seed,
+        overwrite=args.overwrite,
+        num_slices=args.slices,
+        recon_size=(args.recon_size, args.recon_size),
+        num_coils=args.coils,
+        noise_level=args.noise,
+    )
+    print(f"wrote {len(paths)} SYNTHETIC knee volumes to {args.output}")
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    return int(args._prepare(args))
