@@ -62,5 +62,14 @@ for _path in sorted(Path(__file__).parent.glob("registry_*.py")):
 
 
 @pytest.fixture
+def one_thread():
+    """Run the test with one torch thread (small networks are faster so, and a busy machine stays usable)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture
 def generator() -> torch.Generator:
     return _g(1234)

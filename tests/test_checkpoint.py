@@ -24,12 +24,7 @@ NET_CFG = UNetConfig(img_channels=1, cond_channels=1, model_channels=8, channel_
 FAMILY = PixelMaskFamily((1, 8, 8), p=0.5, delta=0.1)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _objects(seed: int = 0):

@@ -21,14 +21,7 @@ from ambient_science.network import MLPConfig, UNetConfig, build_network
 from ambient_science.operators import CleanFamily, PixelMaskFamily
 from conftest import FAMILIES
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny networks run fastest on one thread (and the CI machine is shared)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _perturbed(net: nn.Module, seed: int = 0) -> nn.Module:

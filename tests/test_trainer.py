@@ -17,12 +17,7 @@ from ambient_science.trainer import NonFiniteError, learning_rate, train
 NETWORK = {"model_channels": 8, "channel_mult": [1, 2], "attn_levels": [1], "num_blocks": 1}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _dataset(n: int = 24, *, is_complex: bool = False, sigma_n: float = 0.0) -> MeasurementDataset:
