@@ -83,7 +83,7 @@ PRESETS = {
         train_volumes=48, test_volumes=4, slices=12, recon_size=128, resolution=64, test_slices=4,
         network={"model_channels": 16, "channel_mult": [1, 2, 2], "num_blocks": 1, "attn_levels": [],
                  "mid_attention": True},
-        steps=2000, batch_size=16, ema_halflife_images=5_000,
+        steps=1200, batch_size=16, ema_halflife_images=5_000,
     ),
     "gpu": Preset(
         train_volumes=0, test_volumes=0, slices=0, recon_size=320, resolution=None, test_slices=8,
