@@ -1,13 +1,15 @@
 """Seconds per sampler step, side by side with one network forward and one forward + backward.
 
 What it shows: the cost of each sampler step (unconditional Euler / Heun, A-DPS, DAPS, the one-step
-estimate) in units of the network call it is built from, on whatever device the tensors live on. The
-network is the project's EDM U-Net (:mod:`ambient_science.network`, untrained: timing does not depend
-on the weights) called through the ambient prior (``Ã_inf`` of a pixel-mask family).
+estimate) in units of the network call it is built from, on whatever device the tensors live on, and the
+peak memory of a sampler run. The network is the project's EDM U-Net (:mod:`ambient_science.network`,
+untrained: timing does not depend on the weights) called through the ambient prior (``Ã_inf`` of the
+family: pixel masks, multi-coil Cartesian MRI or EHT visibilities), with a Gaussian likelihood.
 
 Run (CPU, the defaults are sized for a laptop-class CPU):
 
     python benchmarks/bench_sampling.py --size 64 --batch 4 --threads 1
+    python benchmarks/bench_sampling.py --family mri --coils 8
     python benchmarks/bench_sampling.py --device cuda --size 256 --batch 8     # on a GPU
 
 Timings are interleaved: each repeat times one forward, one forward + backward and the sampler run back
@@ -20,67 +22,69 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 from collections.abc import Callable
+from typing import Any
 
 import torch
+from _timing import PeakMemory, ensure_thread_env, quartiles, timed
+from bench_train_step import FAMILIES, make_family
 
 from ambient_science.likelihoods import GaussianLikelihood
 from ambient_science.network import UNetConfig, build_network
-from ambient_science.operators import PixelMaskFamily
 from ambient_science.prior import Prior
 from ambient_science.samplers import initial_noise, one_step, sample_euler, sample_heun, sigma_like
 from ambient_science.samplers_daps import sample_daps
 from ambient_science.samplers_dps import sample_adps
 from ambient_science.schedules import edm_sigmas
 
+__all__ = ["ROW_SETS", "adps_seconds_per_slice", "run"]
 
-def _sync(device: torch.device) -> None:
-    if device.type != "cpu" and hasattr(torch, device.type):
-        getattr(torch, device.type).synchronize()
-
-
-def timed(fn: Callable[[], object], device: torch.device) -> float:
-    """Wall time of one ``fn()`` call [s]."""
-    _sync(device)
-    t0 = time.perf_counter()
-    fn()
-    _sync(device)
-    return time.perf_counter() - t0
+#: which sampler rows a run times: "all" (the CLI default) or the A-DPS / DAPS rows of the report
+ROW_SETS = ("all", "report")
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", type=int, default=64, help="image side (pixels)")
-    parser.add_argument("--batch", type=int, default=4)
-    parser.add_argument("--channels", type=int, default=32, help="U-Net model_channels")
-    parser.add_argument("--steps", type=int, default=3, help="steps per timed sampler run")
-    parser.add_argument("--langevin", type=int, default=30, help="DAPS Langevin steps per level")
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument(
-        "--threads", type=int, default=1, help="torch CPU threads (0: torch's default; 1 is steadiest on a shared CPU)"
+def _setup(family: str, size: int, batch: int, channels: int, coils: int, mult, attn, device, seed: int = 0):
+    """Prior (untrained U-Net through ``Ã_inf``), its denoiser, a likelihood and a start ``x`` at σ = 10."""
+    fam = make_family(family, size, coils)
+    config = UNetConfig(
+        img_channels=2 if fam.is_complex else 1,
+        cond_channels=fam.conditioning_channels,
+        model_channels=channels,
+        channel_mult=tuple(mult),
+        attn_levels=tuple(attn),
     )
-    parser.add_argument("--device", default="cpu")
-    args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-
-    family = PixelMaskFamily((1, args.size, args.size), p=0.5, delta=0.1)
-    config = UNetConfig(img_channels=1, cond_channels=1, model_channels=args.channels, channel_mult=(1, 2, 2))
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
+        torch.manual_seed(seed)
         net = build_network(config).to(device)
-    prior = Prior(net, family)
-    g = torch.Generator(device="cpu").manual_seed(0)
-    B = args.batch
-    D = prior.denoiser(B, generator=g, device=device)
-    A = family.sample(B, generator=g, device=device)
-    y = A(torch.randn(A.ishape, generator=g).to(device))
+    prior = Prior(net, fam)
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    D = prior.denoiser(batch, generator=g, device=device)
+    A = fam.sample(batch, generator=g, device=device)
+    x_true = torch.randn(A.ishape, generator=g)
+    y = A(x_true.to(torch.complex64).to(device) if fam.is_complex else x_true.to(device))
     lik = GaussianLikelihood(A, y, 0.05)
     x = initial_noise(D.shape, 10.0, generator=g, device=device)
-    sig = edm_sigmas(args.steps, sigma_max=10.0)
-    n = args.steps
+    return net, D, lik, x, g
+
+
+def run(
+    *,
+    family: str = "pixel",
+    size: int = 64,
+    batch: int = 4,
+    channels: int = 32,
+    coils: int = 8,
+    steps: int = 3,
+    langevin: int = 30,
+    repeats: int = 5,
+    rows: str = "all",
+    device: str = "cpu",
+) -> dict[str, Any]:
+    """Per-step seconds of each sampler, its ratio to one network forward (and forward + backward), peak memory."""
+    device = torch.device(device)
+    net, D, lik, x, g = _setup(family, size, batch, channels, coils, (1, 2, 2), (2,), device)
+    sig = edm_sigmas(steps, sigma_max=10.0)
+    n = steps
 
     def forward():
         with torch.no_grad():
@@ -88,53 +92,144 @@ def main(argv: list[str] | None = None) -> None:
 
     def forward_backward():
         x_in = x.detach().requires_grad_(True)
-        D(x_in, sigma_like(1.0, x_in)).square().sum().backward()
+        out = D(x_in, sigma_like(1.0, x_in))
+        (torch.view_as_real(out) if out.is_complex() else out).square().sum().backward()
 
     def no_grad(fn):
-        def run():
+        def run_no_grad():
             with torch.no_grad():
                 fn()
 
-        return run
+        return run_no_grad
 
-    rows = [
-        ("Euler step (no_grad)", n, no_grad(lambda: sample_euler(D, x, sig))),
-        ("Heun step (no_grad)", n, no_grad(lambda: sample_heun(D, x, sig))),
+    table: list[tuple[str, int, Callable[[], object]]] = [
         ("A-DPS step (score, Euler)", n, lambda: sample_adps(D, x, sig, lik)),
-        ("A-DPS step (Heun)", n, lambda: sample_adps(D, x, sig, lik, heun=True)),
-        (f"DAPS level (ode=1, {args.langevin} Langevin, no_grad)", n,
-         no_grad(lambda: sample_daps(D, x, sig, lik, generator=g, langevin_steps=args.langevin))),
-        (f"DAPS level (ode=1, {args.langevin} Langevin, grad on)", n,
-         lambda: sample_daps(D, x, sig, lik, generator=g, langevin_steps=args.langevin)),
-        (f"DAPS level (ode=5, {args.langevin} Langevin, no_grad)", n,
-         no_grad(lambda: sample_daps(D, x, sig, lik, generator=g, ode_steps=5, langevin_steps=args.langevin))),
-        ("one-step (A-OS)", 1, no_grad(lambda: one_step(D, lik))),
-        ("one-step + CG data consistency (20 it)", 1, no_grad(lambda: one_step(D, lik, data_consistency="cg"))),
+        (f"DAPS level (ode=1, {langevin} Langevin, no_grad)", n,
+         no_grad(lambda: sample_daps(D, x, sig, lik, generator=g, langevin_steps=langevin))),
     ]  # fmt: skip
+    if rows == "all":
+        table = [
+            ("Euler step (no_grad)", n, no_grad(lambda: sample_euler(D, x, sig))),
+            ("Heun step (no_grad)", n, no_grad(lambda: sample_heun(D, x, sig))),
+            table[0],
+            ("A-DPS step (Heun)", n, lambda: sample_adps(D, x, sig, lik, heun=True)),
+            table[1],
+            (f"DAPS level (ode=1, {langevin} Langevin, grad on)", n,
+             lambda: sample_daps(D, x, sig, lik, generator=g, langevin_steps=langevin)),
+            (f"DAPS level (ode=5, {langevin} Langevin, no_grad)", n,
+             no_grad(lambda: sample_daps(D, x, sig, lik, generator=g, ode_steps=5, langevin_steps=langevin))),
+            ("one-step (A-OS)", 1, no_grad(lambda: one_step(D, lik))),
+            ("one-step + CG data consistency (20 it)", 1, no_grad(lambda: one_step(D, lik, data_consistency="cg"))),
+        ]  # fmt: skip
+    elif rows != "report":
+        raise ValueError(f"rows must be one of {ROW_SETS}, got {rows!r}")
 
-    params = sum(p.numel() for p in net.parameters())
-    print(f"device {device}, torch threads {torch.get_num_threads()}, U-Net {params / 1e6:.2f} M parameters "
-          f"(model_channels={args.channels}, mult=(1, 2, 2)), images {B}×1×{args.size}×{args.size}, "
-          f"median of {args.repeats} interleaved repeats")  # fmt: skip
     forward(), forward_backward()  # warm-up
-    print(f"{'sampler step':50s} {'ms/step':>9s} {'fwd ms':>8s} {'/ fwd':>7s} {'/ fwd+bwd':>10s}")
-    fb_over_f = []
-    for name, steps, fn in rows:
+    with PeakMemory(device) as mem_fwd:
+        forward()
+    out_rows, fb_over_f = [], []
+    for name, k, fn in table:
         fn()  # warm-up
         t_row, r_f, r_fb, t_fwd = [], [], [], []
-        for _ in range(args.repeats):
+        for _ in range(repeats):
             t_f = timed(forward, device)
             t_fb = timed(forward_backward, device)
-            t = timed(fn, device) / steps
+            t = timed(fn, device) / k
             t_row.append(t)
             t_fwd.append(t_f)
             r_f.append(t / t_f)
             r_fb.append(t / t_fb)
             fb_over_f.append(t_fb / t_f)
-        med = statistics.median
-        print(f"{name:50s} {med(t_row) * 1e3:9.1f} {med(t_fwd) * 1e3:8.1f} {med(r_f):7.2f} {med(r_fb):10.2f}")
-    print(f"forward + backward to the input = {statistics.median(fb_over_f):.2f} × forward (median over all repeats)")
+        with PeakMemory(device) as mem:
+            fn()
+        q1, med, q3 = quartiles(r_f)
+        out_rows.append({
+            "sampler": name,
+            "ms_per_step": 1e3 * statistics.median(t_row),
+            "fwd_ms": 1e3 * statistics.median(t_fwd),
+            "per_fwd": med,
+            "per_fwd_iqr": [q1, q3],
+            "per_fwd_bwd": statistics.median(r_fb),
+            "peak_mib": mem.mib,
+        })  # fmt: skip
+    return {
+        "family": family,
+        "case": f"{family}, {size}², batch {batch}" + (f", {coils} coils" if family == "mri" else ""),
+        "device": str(device),
+        "params_M": sum(p.numel() for p in net.parameters()) / 1e6,
+        "steps": steps,
+        "forward_peak_mib": mem_fwd.mib,
+        "fwd_bwd_over_fwd": statistics.median(fb_over_f),
+        "peak_method": mem_fwd.method,
+        "rows": out_rows,
+    }
+
+
+def adps_seconds_per_slice(
+    *,
+    family: str = "mri",
+    size: int = 320,
+    coils: int = 8,
+    channels: int = 64,
+    mult: tuple[int, ...] = (1, 2, 2, 2),
+    attn: tuple[int, ...] | None = None,
+    steps_timed: int = 10,
+    steps_total: int = 100,
+    repeats: int = 3,
+    device: str = "cuda",
+) -> dict[str, Any]:
+    """Seconds of one A-DPS reconstruction of one slice (batch 1): ``steps_timed`` steps, scaled to ``steps_total``.
+
+    ``attn``: U-Net levels with self-attention (default: the lowest resolution only).
+    """
+    device = torch.device(device)
+    attn = (len(mult) - 1,) if attn is None else attn
+    net, D, lik, x, _ = _setup(family, size, 1, channels, coils, mult, attn, device)
+    sig = edm_sigmas(steps_timed, sigma_max=10.0)
+    sample_adps(D, x, sig, lik)  # warm-up
+    times = [timed(lambda: sample_adps(D, x, sig, lik), device) / steps_timed for _ in range(repeats)]
+    with PeakMemory(device) as mem:
+        sample_adps(D, x, sig, lik)
+    per_step = statistics.median(times)
+    return {
+        "case": f"A-DPS, {family} {size}²" + (f", {coils} coils" if family == "mri" else "") + ", batch 1",
+        "params_M": sum(p.numel() for p in net.parameters()) / 1e6,
+        "s_per_step": per_step,
+        "steps_total": steps_total,
+        "s_per_slice": per_step * steps_total,
+        "peak_mib": mem.mib,
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--family", default="pixel", choices=FAMILIES)
+    parser.add_argument("--size", type=int, default=64, help="image side (pixels)")
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--channels", type=int, default=32, help="U-Net model_channels")
+    parser.add_argument("--coils", type=int, default=8, help="coils of the mri family")
+    parser.add_argument("--steps", type=int, default=3, help="steps per timed sampler run")
+    parser.add_argument("--langevin", type=int, default=30, help="DAPS Langevin steps per level")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=1, help="torch, OpenMP and BLAS threads")
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    r = run(
+        family=args.family, size=args.size, batch=args.batch, channels=args.channels, coils=args.coils,
+        steps=args.steps, langevin=args.langevin, repeats=args.repeats, device=args.device,
+    )  # fmt: skip
+    print(f"device {r['device']}, torch threads {torch.get_num_threads()}, U-Net {r['params_M']:.2f} M parameters "
+          f"(model_channels={args.channels}, mult=(1, 2, 2)), {r['case']}, median of {args.repeats} "
+          f"interleaved repeats")  # fmt: skip
+    print(f"{'sampler step':50s} {'ms/step':>9s} {'fwd ms':>8s} {'/ fwd':>7s} {'/ fwd+bwd':>10s} {'peak MiB':>9s}")
+    for row in r["rows"]:
+        print(f"{row['sampler']:50s} {row['ms_per_step']:9.1f} {row['fwd_ms']:8.1f} {row['per_fwd']:7.2f} "
+              f"{row['per_fwd_bwd']:10.2f} {row['peak_mib']:9.0f}")  # fmt: skip
+    print(f"forward + backward to the input = {r['fwd_bwd_over_fwd']:.2f} × forward (median over all repeats); "
+          f"one forward peaks at {r['forward_peak_mib']:.0f} MiB ({r['peak_method']})")  # fmt: skip
 
 
 if __name__ == "__main__":
+    ensure_thread_env()
     main()

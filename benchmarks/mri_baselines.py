@@ -10,6 +10,7 @@ averaged). Lambdas are chosen on a separate validation volume, then applied to t
 """
 
 import argparse
+import itertools
 import tempfile
 import time
 from pathlib import Path
@@ -24,14 +25,22 @@ from ambient_science.operators.mri_recon import cg_sense, l1_wavelet, zero_fille
 
 
 def load(tmp, name, raw, R, cf, grid):
-    out = prepare_fastmri(raw, tmp / f"{name}.h5", acceleration=R, center_fraction=cf, resolution=grid,
-                          targets_output=tmp / f"{name}_t.h5", seed=1, overwrite=True)
+    out = prepare_fastmri(
+        raw,
+        tmp / f"{name}.h5",
+        acceleration=R,
+        center_fraction=cf,
+        resolution=grid,
+        targets_output=tmp / f"{name}_t.h5",
+        seed=1,
+        overwrite=True,
+    )
     mf, ref = MeasurementFile(out), load_targets(tmp / f"{name}_t.h5")
     recs = [mf[i] for i in range(len(mf))]
     y = torch.stack([r["y"] for r in recs])
     A = mf.family.make({k: torch.stack([r["params"][k] for r in recs]) for k in recs[0]["params"]})
     bounds = torch.cumsum(torch.tensor([0, *ref["slices_per_file"]]), 0).tolist()
-    return A, y, ref["target"], list(zip(bounds[:-1], bounds[1:]))
+    return A, y, ref["target"], list(itertools.pairwise(bounds))
 
 
 def score(target, x, volumes):
@@ -53,8 +62,10 @@ def main():
     write_synthetic_knee_dataset(tmp / "val", 1, seed=900, **kw)
     write_synthetic_knee_dataset(tmp / "test", args.volumes, seed=1000, **kw)
     lams_l1, lams_cg = [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1], ([1e-3, 1e-2, 3e-2, 0.1] if args.coils else [0.0])
-    print(f"SYNTHETIC knees, {args.volumes} test volumes x {args.slices} slices, grid {args.grid}, "
-          f"coils {args.coils or 1}; PSNR dB / SSIM (fastMRI definitions)")
+    print(
+        f"SYNTHETIC knees, {args.volumes} test volumes x {args.slices} slices, grid {args.grid}, "
+        f"coils {args.coils or 1}; PSNR dB / SSIM (fastMRI definitions)"
+    )
     for R, cf in [(4, 0.08), (8, 0.04)]:
         A, y, t, vols = load(tmp, f"val{R}", tmp / "val", R, cf, args.grid)
         lam_cg = max(lams_cg, key=lambda lam: score(t, cg_sense(A, y, lam=lam, max_iter=30), vols)[0])

@@ -81,6 +81,12 @@ def _conj_times(z: Tensor, f: Tensor) -> Tensor:
     return torch.view_as_complex(torch.view_as_real(z) * torch.stack([f, -f], dim=-1))
 
 
+def _times_maps(z: Tensor, maps: Tensor) -> Tensor:
+    """``maps ⊙ z`` for a freshly computed ``z``, in place unless the maps need a gradient (a fresh coil-sized
+    buffer per multiply cost 20 % of a SENSE forward + adjoint at batch 8 on a CPU)."""
+    return z * maps if maps.requires_grad else z.mul_(maps)
+
+
 def _as_complex(x: Tensor) -> Tensor:
     return x if x.is_complex() else x.to(torch.complex64)
 
@@ -167,7 +173,7 @@ class CartesianMRI(SubsampledOperator):
             return self.observed * fft2c(coil_images)
         x = x * boards[0]
         coil_images = x if self.coil_maps is None else self.coil_maps * x
-        return torch.fft.fft2(coil_images, norm="ortho") * (self.observed * boards[1])
+        return torch.fft.fft2(coil_images, norm="ortho").mul_(self.observed * boards[1])  # in place: a fresh FFT
 
     def _adjoint(self, y: Tensor) -> Tensor:
         y = _as_complex(y)
@@ -179,7 +185,7 @@ class CartesianMRI(SubsampledOperator):
             return (self.coil_maps.conj() * coil_images).sum(dim=1, keepdim=True)
         conj_images = torch.fft.fft2(_conj_times(y, self.observed * boards[0]), norm="ortho")  # conj(ifft2(c M y))
         if self.coil_maps is not None:
-            conj_images = (self.coil_maps * conj_images).sum(dim=1, keepdim=True)
+            conj_images = _times_maps(conj_images, self.coil_maps).sum(dim=1, keepdim=True)
         return _conj_times(conj_images, boards[1])
 
     def _normal(self, x: Tensor) -> Tensor:
@@ -197,7 +203,7 @@ class CartesianMRI(SubsampledOperator):
         kspace = torch.fft.fft2(coil_images, norm="ortho")
         conj_images = torch.fft.fft2(_conj_times(kspace, self.observed), norm="ortho")
         if self.coil_maps is not None:
-            conj_images = (self.coil_maps * conj_images).sum(dim=1, keepdim=True)
+            conj_images = _times_maps(conj_images, self.coil_maps).sum(dim=1, keepdim=True)
         return _conj_times(conj_images, boards[0])
 
     # -- ambient training ------------------------------------------------------------------------------
