@@ -1,0 +1,57 @@
+"""examples/black_hole.py end to end in its tiny configuration, and the pieces it adds to the library."""
+
+from __future__ import annotations
+
+import json
+import math
+import runpy
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from ambient_science.operators.interferometry import InterferometerFamily, density_weights
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "black_hole.py"
+
+
+@pytest.mark.slow
+def test_black_hole_example_quick(tmp_path, monkeypatch):
+    out = tmp_path / "bh"
+    monkeypatch.setattr(sys, "argv", ["black_hole.py", "--quick", "--out", str(out), "--device", "cpu"])
+    runpy.run_path(str(EXAMPLE), run_name="__main__")
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics["test"]) == {"ambient_daps", "ambient_dps", "rml", "dirty"}
+    for method, row in metrics["test"].items():
+        assert set(row) >= {"psnr", "blur_psnr", "nxcorr", "chi2_cphase", "chi2_logcamp"}, method
+        assert all(math.isfinite(v) for v in row.values()), (method, row)
+    assert metrics["blur_fwhm_uas"] > 0
+    assert (out / "black_hole.png").stat().st_size > 0
+    assert (out / "train" / "checkpoints" / "latest").is_file()
+
+
+def test_density_weights_make_the_normal_operator_a_near_projection():
+    """The normalised family's AᴴA has eigenvalues of order 1 (the raw operator's are ~K N²)."""
+    family = InterferometerFamily(npix=16, fov_uas=128.0, bank_size=2, normalize=True, tadv_s=1200.0)
+    A = family.sample(3, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(A.weight, density_weights(A.uv, A.observed, 16, family.pixel_size))
+    v = torch.randn(3, 1, 16, 16, generator=torch.Generator().manual_seed(1))
+    for _ in range(30):  # power iteration: the largest eigenvalue of AᴴA
+        v = v / v.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
+        v = A.H(A(v))
+    lam = v.flatten(1).norm(dim=1)
+    assert bool(((lam > 0.5) & (lam < 2.0)).all()), lam
+    A_tilde = family.further_corrupt(A, generator=torch.Generator().manual_seed(2))
+    assert torch.equal(A_tilde.weight, A.weight)  # rows keep their weights: Ã = B A
+    assert torch.allclose(family.make(A.params()).weight, A.weight)
+
+
+def test_isolated_visibility_has_unit_rows():
+    """One visibility far from u = 0: w = √2/N, so its real rows (cos and sin, each of norm² w² N²/2) have unit
+    norm; at u = 0 (the row is real, of norm² w² N²) w = 1/N."""
+    uv = torch.tensor([[[2e10, 1e10], [0.0, 0.0], [0.0, 0.0]]], dtype=torch.float64)  # 3.2, 1.6 cells from -u
+    w = density_weights(uv, torch.tensor([[1.0, 1.0, 0.0]]), 16, 1e-11)
+    assert math.isclose(float(w[0, 0]), math.sqrt(2) / 16, rel_tol=1e-6)
+    assert math.isclose(float(w[0, 1]), 1 / 16, rel_tol=1e-6)
+    assert float(w[0, 2]) == 0.0  # not observed
