@@ -61,12 +61,6 @@ def parse_indices(spec: str, n: int) -> list[int]:
     return idx
 
 
-def resolve_device(spec: str) -> torch.device:
-    if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(spec)
-
-
 def _noise_sigma(batch: dict[str, Any], override: float | None) -> torch.Tensor | float:
     if override is not None:
         return float(override)
@@ -86,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
     from torch.utils.data import DataLoader, Subset
 
     from ambient_science.datasets.measurements import MeasurementFile
+    from ambient_science.distributed import resolve_device
     from ambient_science.likelihoods import GaussianLikelihood
     from ambient_science.prior import load_prior
     from ambient_science.reconstruct import reconstruct

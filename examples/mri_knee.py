@@ -43,6 +43,7 @@ import torch
 from ambient_science.datasets.measurements import MeasurementFile
 from ambient_science.datasets.prepare import load_targets, prepare_fastmri
 from ambient_science.datasets.synthetic_knee import write_synthetic_knee_dataset
+from ambient_science.distributed import resolve_device
 from ambient_science.likelihoods import GaussianLikelihood
 from ambient_science.losses import LossConfig
 from ambient_science.metrics.mri import evaluate_volume
@@ -119,12 +120,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.quick:
         args.preset = "quick"
     return args
-
-
-def resolve_device(spec: str) -> torch.device:
-    if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(spec)
 
 
 # -- data ---------------------------------------------------------------------------------------------
