@@ -68,7 +68,6 @@ __all__ = [
 ]
 
 
-
 def image_scale(npix: int) -> float:
     """``s``: network units per Jy/pixel for an ``N × N`` image (module docstring), ``N²/8``."""
     return npix**2 / 8.0
@@ -366,6 +365,11 @@ def reconstruct_closure(
             x_ref = out
         else:
             raise ValueError(f"method must be 'daps' or 'dps', got {cfg.method!r}")
+    failed = ~(torch.isfinite(out).flatten(1).all(1) & torch.isfinite(x_ref).flatten(1).all(1))
+    if bool(failed.any()):  # keep the batch finite (the polish is one objective over all samples); never kept
+        flat = _flux_image(lik, N, device)
+        out = torch.where(failed.view(-1, 1, 1, 1), flat, out)
+        x_ref = torch.where(failed.view(-1, 1, 1, 1), flat, x_ref)
     if cfg.polish_iterations > 0:
         out = _polish(lik, x_ref.detach(), cfg.polish_r, cfg.polish_iterations, positive=cfg.positive)
     images = out.detach().reshape(S, T, 1, N, N) / lik.scale
@@ -376,6 +380,7 @@ def reconstruct_closure(
         images = images * flux / images.sum((-1, -2, -3), keepdim=True).clamp_min(1e-12)
     with torch.no_grad():
         chi2 = {k: v.reshape(S, T) for k, v in lik.chi_squared(images.reshape(S * T, 1, N, N) * lik.scale).items()}
+    chi2["cphase"] = torch.where(failed.view(S, T), math.inf, torch.nan_to_num(chi2["cphase"], nan=math.inf))
     best = chi2["cphase"].argmin(0)  # (T,)
     if cfg.align and S > 1:
         images = _align(images, best)
@@ -445,6 +450,7 @@ def _daps(D, x: Tensor, sigmas: Tensor, lik: ClosureLikelihood, cfg: SamplerSett
 
     for i in range(len(sigmas) - 1):
         kappa = lik.curvature(state["x0"], generator=generator, num_iter=cfg.power_iterations)
+        x_prev, x0_prev = x, state["x0"]
         with torch.no_grad():
             x = sample_daps(
                 D,
@@ -457,32 +463,49 @@ def _daps(D, x: Tensor, sigmas: Tensor, lik: ClosureLikelihood, cfg: SamplerSett
                 step_size=cfg.step_size,
                 curvature=kappa,
             )
+        # a Langevin chain that diverged (the curvature grew within the level) restarts the level from where it was
+        bad = ~torch.isfinite(x).flatten(1).all(1) | ~torch.isfinite(state["x0_hat"]).flatten(1).all(1)
+        if bool(bad.any()):
+            x = torch.where(bad.view(-1, 1, 1, 1), x_prev, x)
+            state["x0"] = torch.where(bad.view(-1, 1, 1, 1), x0_prev, state["x0"])
+            state["x0_hat"] = torch.where(bad.view(-1, 1, 1, 1), x0_prev, state["x0_hat"])
     return x, state["x0_hat"]
 
 
 def _polish(lik: ClosureLikelihood, x_ref: Tensor, r: float, iterations: int, *, positive: bool = True) -> Tensor:
     """``argmin_x ||x − x_ref||² / (2 r²) + L(x)`` by L-BFGS from ``x_ref`` (all samples at once: the objective is a
-    sum). ``positive``: over ``x = exp(z)`` (exact positivity, as in RML), from ``x_ref`` clipped at 1e-3 of its max."""
+    sum). ``positive``: over ``x = exp(z)`` (exact positivity, as in RML), from ``x_ref`` clipped at 1e-3 of its
+    max, no pixel above 10 times that max. Returns the best iterate with a finite objective (the closure χ² can
+    overflow where a model visibility vanishes, and the line search then fails)."""
+    peak = x_ref.flatten(1).amax(1).clamp_min(1e-12).view(-1, 1, 1, 1)
     if positive:
-        floor = 1e-3 * x_ref.flatten(1).amax(1).clamp_min(1e-12).view(-1, 1, 1, 1)
-        z = torch.log(torch.maximum(x_ref, floor)).detach().requires_grad_(True)
+        z = torch.log(torch.maximum(x_ref, 1e-3 * peak)).detach().requires_grad_(True)
+        z_max = torch.log(10 * peak)
     else:
         z = x_ref.detach().clone().requires_grad_(True)
     opt = torch.optim.LBFGS([z], max_iter=iterations, history_size=20, line_search_fn="strong_wolfe")
+    best = {"loss": math.inf, "z": z.detach().clone()}
 
-    def image() -> Tensor:
-        return torch.exp(z) if positive else z
+    def image(v: Tensor) -> Tensor:
+        return torch.exp(torch.minimum(v, z_max)) if positive else v
 
     def objective() -> Tensor:
         opt.zero_grad()
-        x = image()
-        loss = ((x - x_ref) ** 2).sum() / (2 * r**2) + lik.loss(x).sum()
+        loss = ((image(z) - x_ref) ** 2).sum() / (2 * r**2) + lik.loss(image(z)).sum()
+        if not torch.isfinite(loss):  # reject the step: a huge value makes the line search back off
+            z.grad = torch.zeros_like(z)
+            return torch.tensor(1e30, dtype=loss.dtype)
         loss.backward()
+        if loss.detach().item() < best["loss"]:
+            best["loss"], best["z"] = loss.detach().item(), z.detach().clone()
         return loss
 
     with torch.enable_grad():
-        opt.step(objective)
-    return image().detach()
+        try:
+            opt.step(objective)
+        except RuntimeError:  # a diverged line search (overflowing step size): keep the best iterate
+            pass
+    return image(best["z"]).detach()
 
 
 def _flux_image(lik: ClosureLikelihood, npix: int, device) -> Tensor:
