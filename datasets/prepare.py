@@ -242,7 +242,7 @@ def load_targets(path: str | Path) -> dict[str, Any]:
 
 # -- command line --------------------------------------------------------------------------------------
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """``prepare fastmri ...`` and ``prepare synthetic-knee ...``."""
+    """``prepare fastmri ...``, ``prepare synthetic-knee ...`` and ``prepare black-holes ...``."""
     sub = parser.add_subparsers(dest="source", metavar="SOURCE", required=True)
 
     p = sub.add_parser("fastmri", help="fastMRI volumes -> an undersampled measurement file")
@@ -279,6 +279,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     q.add_argument("--overwrite", action="store_true")
     q.add_argument("--dry-run", action="store_true", help="print the resolved settings and exit")
     q.set_defaults(_prepare=_run_synthetic)
+
+    b = sub.add_parser(
+        "black-holes", help="SYNTHETIC black-hole observations -> a measurement file of visibilities only"
+    )
+    b.add_argument("output", type=Path, help="measurement file to write")
+    b.add_argument("--records", type=int, default=4096, help="observations (one random coverage each)")
+    b.add_argument("--npix", type=int, default=32, help="image side in pixels")
+    b.add_argument("--fov-uas", type=float, default=128.0, help="field of view in µas")
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--overwrite", action="store_true")
+    b.add_argument("--dry-run", action="store_true", help="print the resolved settings and exit")
+    b.set_defaults(_prepare=_run_black_holes)
 
 
 def _sigma_arg(text: str) -> float | str:
@@ -339,6 +351,25 @@ def _run_synthetic(args: argparse.Namespace) -> int:
         noise_level=args.noise,
     )
     print(f"wrote {len(paths)} SYNTHETIC knee volumes to {args.output}")
+    return 0
+
+
+def _run_black_holes(args: argparse.Namespace) -> int:
+    """Simulate records with :func:`ambient_science.eht_pipeline.training_records` (the coverage law of
+    ``examples/black_hole.py``) and write them; the images never reach the file."""
+    from ambient_science.eht_pipeline import COVERAGE_LAW, TRAIN_GAINS, training_records
+
+    settings = {"output": str(args.output), "records": args.records, "npix": args.npix, "fov_uas": args.fov_uas,
+                "seed": args.seed, "coverage_law": COVERAGE_LAW, "gains": TRAIN_GAINS}  # fmt: skip
+    if args.dry_run:
+        print(json.dumps(settings, indent=2))
+        return 0
+    if args.output.exists() and not args.overwrite:
+        raise FileExistsError(f"{args.output} exists; pass --overwrite to replace it")
+    ds = training_records(args.records, args.npix, args.fov_uas, seed=args.seed)
+    save_measurements(args.output, ds.y, ds.params, ds.family, sigma_n=ds.sigma_n, overwrite=args.overwrite,
+                      metadata={"source": "SYNTHETIC black holes (visibilities only)", **settings})  # fmt: skip
+    print(f"wrote {len(ds)} SYNTHETIC black-hole observations (visibilities only) to {args.output}")
     return 0
 
 

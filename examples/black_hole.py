@@ -85,10 +85,10 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import numpy as np
 import torch
 
+from ambient_science import eht_pipeline as eht
 from ambient_science.distributed import resolve_device
 from ambient_science.eht_pipeline import (
     SamplerSettings,
-    ambient_records,
     closure_observation,
     dirty_image,
     image_metrics,
@@ -144,10 +144,6 @@ QUICK = Setup(
     rml_iter=20,
 )
 
-# the coverage law: EHT 2017, a 10-s integration every 20 min (Earth rotation moves a baseline by less than
-# a Fourier cell of 1/128 µas in that time)
-FAMILY = dict(array="eht2017", tadv_s=1200.0, tint_s=10.0, duration_range_hr=(4.0, 12.0), p_station_drop=0.15)
-TRAIN_GAINS = dict(gain_amp_std=0.05, gain_phase="gaussian", gain_phase_std_rad=0.05)
 TEST_GAIN_AMP = 0.1  # held-out data: 10 % amplitude gains and uniformly random station phases
 
 
@@ -187,22 +183,12 @@ def resolve_setup(args: argparse.Namespace) -> Setup:
 
 
 def coverage_family(setup: Setup, *, normalize: bool):
-    from ambient_science.operators.interferometry import InterferometerFamily
-
-    return InterferometerFamily(npix=setup.npix, fov_uas=setup.fov_uas, normalize=normalize, **FAMILY)
+    return eht.coverage_family(setup.npix, setup.fov_uas, normalize=normalize)
 
 
 def training_set(setup: Setup, seed: int):
     """Measurement records only (visibilities + coverage), as the normalised family's dataset."""
-    from ambient_science.datasets.black_holes import simulate_measurements
-    from ambient_science.datasets.measurements import MeasurementDataset
-
-    family = coverage_family(setup, normalize=False)
-    g = torch.Generator().manual_seed(seed)
-    sim = simulate_measurements(family, setup.train_images, generator=g, min_vis=10, **TRAIN_GAINS)
-    y, params, sigma_n = ambient_records(sim.y, sim.params, setup.npix, family.pixel_size)
-    del sim  # the images are gone: only the records go on
-    return MeasurementDataset(y, params, coverage_family(setup, normalize=True), sigma_n)
+    return eht.training_records(setup.train_images, setup.npix, setup.fov_uas, seed=seed)
 
 
 @dataclass
