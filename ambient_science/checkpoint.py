@@ -12,6 +12,16 @@ Layout (one directory per checkpoint, under a run's ``checkpoints/``)::
             config.json              {"network", "family", "loss", "train", "data", "version"}
             state.json               step, extra training state, and the size + SHA-256 of every file above
 
+An *exported prior* (:func:`export_prior`; what ``ambient_science.pretrained`` ships) is the inference part of
+one checkpoint, in a directory of its own::
+
+    <name>/
+        weights.safetensors          EMA weights only
+        prior.json                   {"format": "ambient-science-prior", "network", "family", "loss", "train",
+                                      "data", "version", "step", "card", "files": {name: {bytes, sha256}}}
+
+:func:`load_checkpoint` (hence ``Prior.from_checkpoint`` and every ``--prior PATH``) reads both layouts.
+
 A checkpoint is first written to a temporary directory beside it, then renamed into place
 (``os.replace``), then ``latest`` is switched (temp file + rename): a crash mid-write leaves the previous
 checkpoint and ``latest`` untouched. ``state.json`` is written last and lists a checksum per file, so a
@@ -42,19 +52,25 @@ from ambient_science.ema import EMA
 from ambient_science.family import OperatorFamily
 
 __all__ = [
+    "PRIOR_FORMAT",
     "Checkpoint",
     "CheckpointError",
     "ResumeState",
+    "export_prior",
+    "is_exported_prior",
     "list_checkpoints",
     "load_checkpoint",
     "load_for_resume",
     "resolve_checkpoint",
     "save_checkpoint",
     "verify_checkpoint",
+    "verify_exported_prior",
 ]
 
 FORMAT = "ambient-science-checkpoint"
 FORMAT_VERSION = 1
+PRIOR_FORMAT = "ambient-science-prior"
+_PRIOR_FILE = "prior.json"
 _NAME = re.compile(r"^checkpoint-(\d+)$")
 _LATEST = "latest"
 
@@ -322,14 +338,22 @@ def load_checkpoint(
 
     if weights not in ("ema", "model"):
         raise ValueError(f"weights must be 'ema' or 'model', got {weights!r}")
-    ckpt = resolve_checkpoint(path)
-    state = verify_checkpoint(ckpt)
-    config = _read_config(ckpt)
+    if is_exported_prior(path):
+        if weights != "ema":
+            raise CheckpointError(f"{path} is an exported prior: it holds the EMA weights only")
+        ckpt = Path(path)
+        config = verify_exported_prior(ckpt)
+        state, weight_file = {"step": config["step"]}, ckpt / "weights.safetensors"
+    else:
+        ckpt = resolve_checkpoint(path)
+        state = verify_checkpoint(ckpt)
+        config = _read_config(ckpt)
+        weight_file = ckpt / f"{weights}.safetensors"
     with torch.random.fork_rng(devices=[]):  # init draws must not touch the caller's RNG
         network = build_network(network_config_from_dict(config["network"]))
     device = _device_str(map_location)
     network = network.to(device)
-    _load_weights(network, ckpt / f"{weights}.safetensors", device)
+    _load_weights(network, weight_file, device)
     network.eval().requires_grad_(False)
     return Checkpoint(
         network=network,
@@ -372,3 +396,71 @@ def load_for_resume(
         path=ckpt,
         files=state["files"],
     )
+
+
+# ---------------------------------------------------------------------------------------------------
+# exported priors (inference only)
+# ---------------------------------------------------------------------------------------------------
+
+
+def is_exported_prior(path: str | Path) -> bool:
+    """Whether ``path`` is a directory written by :func:`export_prior`."""
+    return (Path(path) / _PRIOR_FILE).is_file()
+
+
+def verify_exported_prior(path: str | Path) -> dict[str, Any]:
+    """Read ``prior.json`` of an exported prior and check the size and SHA-256 of its weights; return it."""
+    path = Path(path)
+    try:
+        meta = json.loads((path / _PRIOR_FILE).read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise CheckpointError(f"{path}/{_PRIOR_FILE} unreadable ({err})") from err
+    if not isinstance(meta, dict) or meta.get("format") != PRIOR_FORMAT:
+        raise CheckpointError(f"{path} is not an exported ambient-science prior ({_PRIOR_FILE} format)")
+    if meta.get("format_version", 0) > FORMAT_VERSION:
+        raise CheckpointError(f"{path}: prior format {meta['format_version']} is newer than this library's")
+    for key in ("network", "family", "files", "step"):
+        if key not in meta:
+            raise CheckpointError(f"{path}/{_PRIOR_FILE} has no {key!r} entry")
+    for name, info in meta["files"].items():
+        f = path / name
+        if not f.is_file():
+            raise CheckpointError(f"exported prior {path}: {name} is missing")
+        if f.stat().st_size != info.get("bytes") or _sha256(f) != info.get("sha256"):
+            raise CheckpointError(f"exported prior {path}: {name} fails its size / SHA-256 check (corrupt?)")
+    return meta
+
+
+def export_prior(checkpoint: str | Path, out_dir: str | Path, *, card: dict[str, Any], overwrite: bool = False) -> Path:
+    """Write the EMA weights and config of ``checkpoint`` (any layout :func:`resolve_checkpoint` takes) to
+    ``out_dir`` as an exported prior with the model ``card`` (free-form JSON: data, corruption law, budget,
+    command, commit, ...). Refuses to replace an existing ``out_dir`` unless ``overwrite``; written beside
+    it first and renamed into place."""
+    ckpt = resolve_checkpoint(checkpoint)
+    state = verify_checkpoint(ckpt)
+    config = _read_config(ckpt)
+    out = Path(out_dir)
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"{out} exists; pass overwrite=True to replace it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    tmp.chmod(0o755)  # mkdtemp makes it private; a shipped prior is read by everyone
+    try:
+        shutil.copyfile(ckpt / "ema.safetensors", tmp / "weights.safetensors")
+        meta = {
+            "format": PRIOR_FORMAT,
+            "format_version": FORMAT_VERSION,
+            **{k: config[k] for k in ("network", "family", "loss", "train", "data", "version") if k in config},
+            "step": int(state["step"]),
+            "card": card,
+            "files": {"weights.safetensors": {"bytes": (tmp / "weights.safetensors").stat().st_size,
+                                              "sha256": _sha256(tmp / "weights.safetensors")}},
+        }  # fmt: skip
+        _write_json(tmp / _PRIOR_FILE, meta)
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out

@@ -21,6 +21,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     ),
     "train": ("ambient_science.cli_train", "train a diffusion prior (ambient or clean) from a config"),
     "reconstruct": ("ambient_science.cli_reconstruct", "posterior sampling from a checkpoint and a measurement file"),
+    "export-prior": (
+        "ambient_science.cli_export",
+        "a training run -> a shipped prior (EMA weights, config and model card)",
+    ),
     "audit": ("ambient_science.cli_audit", "memorisation audit: generated samples vs their nearest training images"),
 }
 

@@ -11,11 +11,17 @@ amplitudes and the total flux by DAPS and A-DPS through the prior, and compared 
 likelihood (RML, closure χ² + TV + MEM + flux) and the dirty image. Finally the real EHT 2017 M87* data
 can be imaged the same way.
 
+Two priors by default, both trained from visibilities only: the **shipped** prior ``black-hole-eht2017-32``
+(``ambient_science.pretrained``, trained by this library for much longer than a demo allows, on other
+synthetic observations; its model card says how long) -> rows ``ambient_daps`` and ``ambient_dps``; and a
+short prior trained **in this run** (the trainer demonstration) -> rows ``ambient_daps_this_run`` and
+``ambient_dps_this_run``. ``--uvfits`` images with the shipped prior (or ``--prior``) and trains nothing.
+
 Run::
 
     python examples/black_hole.py                                  # train, then evaluate on synthetic data
-    python examples/black_hole.py --uvfits ../shared/data/eht/observations/M87_2017-04-11_hops_lo.uvfits \\
-        --prior runs/black_hole/train                              # image real data with the trained prior
+    python examples/black_hole.py --uvfits ../shared/data/eht/observations/M87_2017-04-11_hops_lo.uvfits
+                                                                   # image real data with the shipped prior
     python examples/black_hole.py --quick --out /tmp/bh            # a tiny configuration (seconds; the test)
 
 Options:
@@ -25,7 +31,9 @@ Options:
                          from the trainer's config.
     --train-steps N      optimizer steps (batch 32). --train-images N: measurement records simulated for training.
     --resume             continue the training run in ``DIR/train`` (or reuse it when it is complete).
-    --prior PATH         use this checkpoint (a run, ``checkpoints/`` or ``checkpoint-*`` dir) instead of training.
+    --prior PATH         a checkpoint (run, ``checkpoints/`` or ``checkpoint-*`` dir) or exported prior, used in
+                         place of the shipped one (rows without the ``_this_run`` suffix).
+    --train-only-here    skip the shipped prior. --no-training: skip the in-run prior.
     --uvfits PATH        image this UVFITS file (Stokes I, scan-averaged, closure quantities) with the prior and
                          DAPS, instead of the synthetic evaluation; writes ``DIR/<file stem>/`` with ``image.fits``,
                          ``image.png`` and ``metrics.json`` (closure χ², ring diameter, brightness position angle).
@@ -97,7 +105,8 @@ from ambient_science.eht_pipeline import (
     zero_baseline_flux,
 )
 
-METHODS = ("ambient_daps", "ambient_dps", "rml", "dirty")
+SHIPPED = "black-hole-eht2017-32"  # ambient_science.pretrained: trained from visibilities only, on this grid
+BASELINES = ("rml", "dirty")
 METRIC_KEYS = ("psnr", "blur_psnr", "nxcorr", "chi2_cphase", "chi2_logcamp")
 
 
@@ -154,7 +163,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--train-steps", type=int, help="optimizer steps of 32 records (default 800)")
     p.add_argument("--train-images", type=int, help="measurement records simulated for training (default 4096)")
     p.add_argument("--resume", action="store_true", help="continue (or reuse) the training run in OUT/train")
-    p.add_argument("--prior", type=Path, help="a checkpoint to use instead of training")
+    p.add_argument("--prior", type=Path, help="a checkpoint or exported prior used in place of the shipped one")
+    p.add_argument("--train-only-here", action="store_true", help="skip the shipped prior")
+    p.add_argument("--no-training", action="store_true", help="no in-run training (shipped / --prior prior only)")
     p.add_argument("--uvfits", type=Path, help="image this UVFITS file instead of the synthetic evaluation")
     p.add_argument("--total-flux", type=float, help="total flux [Jy] for --uvfits (default: intra-site amplitude)")
     p.add_argument("--num-test", type=int, help="held-out synthetic observations (default 8)")
@@ -225,8 +236,8 @@ def test_set(setup: Setup, seed: int) -> list[TestCase]:
 # -- prior ---------------------------------------------------------------------------------------------------
 
 
-def train_prior(setup: Setup, args: argparse.Namespace) -> Path:
-    """Train the ambient prior on the measurement records; returns the checkpoint."""
+def train_prior(setup: Setup, args: argparse.Namespace) -> tuple[Path, dict]:
+    """Train the ambient prior on the measurement records; returns the checkpoint and the budget spent."""
     from ambient_science.losses import LossConfig
     from ambient_science.train_config import RunConfig, TrainConfig
     from ambient_science.trainer import train
@@ -256,32 +267,43 @@ def train_prior(setup: Setup, args: argparse.Namespace) -> Path:
         resume="auto" if args.resume else "",
     )
     config = RunConfig(network=network, loss=LossConfig(kind="noisy_ambient"), train=train_cfg)
+    t1 = time.perf_counter()
     result = train(config, dataset, family=dataset.family)
-    return Path(result.checkpoint)
+    info = {"source": f"trained in this run ({args.out / 'train'})", "steps": result.step,
+            "images_seen": result.images_seen, "seconds": round(time.perf_counter() - t1, 1)}  # fmt: skip
+    return Path(result.checkpoint), info
 
 
 # -- evaluation ----------------------------------------------------------------------------------------------
 
 
-def evaluate_synthetic(prior, setup: Setup, cases: list[TestCase], seed: int) -> tuple[dict, dict]:
-    """Every method on every held-out observation: metrics (per image and means) and the images."""
+def evaluate_synthetic(priors: dict, setup: Setup, cases: list[TestCase], seed: int) -> tuple[dict, dict]:
+    """Every method on every held-out observation: metrics (per image and means) and the images.
+
+    ``priors`` maps a label (``ambient``, ``ambient_this_run``) to a prior; its rows are ``ambient_daps`` and
+    ``ambient_dps`` with the label's suffix (``ambient_daps_this_run``, ...).
+    """
     from tqdm.auto import tqdm
 
-    psize = prior.family.pixel_size
+    psize = next(iter(priors.values())).family.pixel_size
     closures = [closure_observation(c.obs) for c in cases]
     flux = [c.total_flux for c in cases]
     obs = [c.obs for c in cases]
     images: dict[str, list[np.ndarray]] = {}
-    g = torch.Generator(device=prior.device).manual_seed(seed + 11)
-    daps = reconstruct_closure(
-        prior, obs, flux, num_samples=setup.num_samples, generator=g, settings=setup.daps, closures=closures
-    )
-    images["ambient_daps"] = list(daps.estimate[:, 0].cpu().numpy())
-    images["ambient_daps_std"] = list(daps.std[:, 0].cpu().numpy())
-    dps = reconstruct_closure(
-        prior, obs, flux, num_samples=setup.dps_samples, generator=g, settings=setup.dps, closures=closures
-    )
-    images["ambient_dps"] = list(dps.estimate[:, 0].cpu().numpy())
+    samples = {}
+    for label, prior in priors.items():
+        suffix = label.removeprefix("ambient")
+        g = torch.Generator(device=prior.device).manual_seed(seed + 11)  # the same draws for every prior
+        daps = reconstruct_closure(
+            prior, obs, flux, num_samples=setup.num_samples, generator=g, settings=setup.daps, closures=closures
+        )
+        images[f"ambient_daps{suffix}"] = list(daps.estimate[:, 0].cpu().numpy())
+        images[f"ambient_daps_std{suffix}"] = list(daps.std[:, 0].cpu().numpy())
+        dps = reconstruct_closure(
+            prior, obs, flux, num_samples=setup.dps_samples, generator=g, settings=setup.dps, closures=closures
+        )
+        images[f"ambient_dps{suffix}"] = list(dps.estimate[:, 0].cpu().numpy())
+        samples[f"ambient_daps{suffix}"], samples[f"ambient_dps{suffix}"] = _sample_stats(daps), _sample_stats(dps)
     images["rml"] = [
         rml_baseline(
             c.obs, setup.npix, psize, c.total_flux, closure=cd, n_rounds=setup.rml_rounds, n_iter=setup.rml_iter
@@ -289,16 +311,16 @@ def evaluate_synthetic(prior, setup: Setup, cases: list[TestCase], seed: int) ->
         for c, cd in tqdm(list(zip(cases, closures, strict=True)), desc="rml", unit="obs")
     ]
     images["dirty"] = [dirty_image(c.obs_calibrated, setup.npix, psize, c.total_flux) for c in cases]
-    per_image = {m: [] for m in METHODS}
-    for m in METHODS:
+    methods = [m for m in images if "_std" not in m]
+    per_image = {m: [] for m in methods}
+    for m in methods:
         for i, c in enumerate(cases):
             per_image[m].append(
                 image_metrics(
                     images[m][i], c.truth, c.obs, psize, blur_fwhm_uas=setup.blur_fwhm_uas, closure=closures[i]
                 )
             )
-    means = {m: {k: float(np.nanmean([r[k] for r in per_image[m]])) for k in METRIC_KEYS} for m in METHODS}
-    samples = {name: _sample_stats(post) for name, post in (("ambient_daps", daps), ("ambient_dps", dps))}
+    means = {m: {k: float(np.nanmean([r[k] for r in per_image[m]])) for k in METRIC_KEYS} for m in methods}
     metrics = {"test": means, "blur_fwhm_uas": setup.blur_fwhm_uas, "samples": samples, "per_image": per_image}
     return metrics, images
 
@@ -314,7 +336,7 @@ def _sample_stats(post) -> dict:
     }
 
 
-def image_uvfits(prior, setup: Setup, args: argparse.Namespace, checkpoint: Path) -> dict:
+def image_uvfits(prior, setup: Setup, args: argparse.Namespace, source: str) -> dict:
     """Image a UVFITS file: Stokes I, scan averages, closure quantities, DAPS through the prior."""
     from ambient_science.datasets.fits_image import SkyImage, write_fits_image
     from ambient_science.datasets.uvfits import average, read_uvfits
@@ -359,7 +381,7 @@ def image_uvfits(prior, setup: Setup, args: argparse.Namespace, checkpoint: Path
         "num_samples": setup.num_samples,
         "inference_operator": args.inference_operator,
         "samples": _sample_stats(post),
-        "prior": str(checkpoint),
+        "prior": source,
     }
     plot_uvfits(image, std, ring, setup, obs.source or args.uvfits.stem, out / "image.png")
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
@@ -384,14 +406,19 @@ def plot_synthetic(images: dict, cases: list[TestCase], setup: Setup, path: Path
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    if "ambient_daps" not in images:  # no shipped prior: the in-run prior fills the ambient columns
+        images = {k.removesuffix("_this_run"): v for k, v in images.items()}
+    main = "shipped prior" if "ambient_daps_this_run" in images else "prior"
     cols = [
         ("truth", None),
         ("dirty", "dirty"),
         ("RML", "rml"),
-        ("A-DPS", "ambient_dps"),
-        ("DAPS", "ambient_daps"),
+        (f"A-DPS ({main})", "ambient_dps"),
+        (f"DAPS ({main})", "ambient_daps"),
         ("DAPS posterior std", "ambient_daps_std"),
     ]
+    if "ambient_daps_this_run" in images:
+        cols.append(("DAPS (prior of this run)", "ambient_daps_this_run"))
     rows = min(rows, len(cases))
     fig, axes = plt.subplots(rows, len(cols), figsize=(2.1 * len(cols), 2.1 * rows), squeeze=False)
     for r in range(rows):
@@ -436,15 +463,37 @@ def plot_uvfits(image: np.ndarray, std: np.ndarray, ring, setup: Setup, name: st
 # -- main ----------------------------------------------------------------------------------------------------
 
 
-def load_or_train(setup: Setup, args: argparse.Namespace):
+def load_priors(setup: Setup, args: argparse.Namespace) -> tuple[dict, dict, Setup]:
+    """The priors to evaluate: ``ambient`` (``--prior``, else the shipped prior when it fits this setup's grid)
+    and ``ambient_this_run`` (trained here unless ``--no-training``; with ``--uvfits`` only when no other
+    prior is at hand). Returns ``(priors, train_info, setup)``."""
+    from ambient_science import pretrained
     from ambient_science.prior import load_prior
 
-    checkpoint = args.prior if args.prior is not None else train_prior(setup, args)
-    prior = load_prior(checkpoint, map_location=resolve_device(args.device))
-    if prior.family.npix != setup.npix:
-        setup = dataclasses.replace(setup, npix=prior.family.npix, fov_uas=prior.family.fov_uas)
-    print(f"prior: {checkpoint}", flush=True)
-    return prior, setup, checkpoint
+    device = resolve_device(args.device)
+    priors, info = {}, {}
+    fits = (setup.npix, setup.fov_uas) == (32, 128.0)
+    if args.prior is not None:
+        priors["ambient"], info["ambient"] = load_prior(args.prior, map_location=device), {"source": str(args.prior)}
+    elif not args.train_only_here and fits:
+        card = pretrained.card(SHIPPED)
+        priors["ambient"] = pretrained.load(SHIPPED, map_location=device)
+        info["ambient"] = {"source": f"shipped: ambient_science.pretrained {SHIPPED!r}", "steps": card["steps"],
+                           "images_seen": card["images_seen"], "seconds": card["wall_seconds"],
+                           "commit": card["commit"]}  # fmt: skip
+    elif not args.train_only_here:
+        print(f"shipped prior {SHIPPED} skipped: it was trained at 32 × 32 pixels over 128 µas")
+    if not args.no_training and not (args.uvfits is not None and priors):
+        checkpoint, info["ambient_this_run"] = train_prior(setup, args)
+        priors["ambient_this_run"] = load_prior(checkpoint, map_location=device)
+    if not priors:
+        raise SystemExit("no prior to image with: drop --no-training, or pass --prior PATH")
+    family = next(iter(priors.values())).family
+    if family.npix != setup.npix:
+        setup = dataclasses.replace(setup, npix=family.npix, fov_uas=family.fov_uas)
+    for label, entry in info.items():
+        print(f"prior {label}: {entry['source']}", flush=True)
+    return priors, info, setup
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -452,13 +501,14 @@ def main(argv: list[str] | None = None) -> dict:
     setup = resolve_setup(args)
     args.out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    prior, setup, checkpoint = load_or_train(setup, args)
+    priors, train_info, setup = load_priors(setup, args)
     if args.uvfits is not None:
-        metrics = image_uvfits(prior, setup, args, checkpoint)
+        label = "ambient" if "ambient" in priors else "ambient_this_run"
+        metrics = image_uvfits(priors[label], setup, args, train_info[label]["source"])
     else:
         cases = test_set(setup, args.seed)
-        metrics, images = evaluate_synthetic(prior, setup, cases, args.seed)
-        metrics.update(prior=str(checkpoint), setup=_plain(setup), seconds=time.perf_counter() - t0)
+        metrics, images = evaluate_synthetic(priors, setup, cases, args.seed)
+        metrics.update(train=train_info, setup=_plain(setup), seconds=time.perf_counter() - t0)
         plot_synthetic(images, cases, setup, args.out / "black_hole.png")
         (args.out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         _print_table(metrics)
@@ -471,9 +521,9 @@ def _plain(setup: Setup) -> dict:
 
 
 def _print_table(metrics: dict) -> None:
-    print(f"{'method':14s}" + "".join(f"{k:>14s}" for k in METRIC_KEYS))
+    print(f"{'method':24s}" + "".join(f"{k:>14s}" for k in METRIC_KEYS))
     for m, row in metrics["test"].items():
-        print(f"{m:14s}" + "".join(f"{row[k]:14.3f}" for k in METRIC_KEYS))
+        print(f"{m:24s}" + "".join(f"{row[k]:14.3f}" for k in METRIC_KEYS))
 
 
 if __name__ == "__main__":

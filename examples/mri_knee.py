@@ -7,25 +7,36 @@ image); held-out slices are then reconstructed at R = 4 and R = 8 with the prior
 of several samples with its per-pixel std, and the one-step estimate) and compared with zero-filling
 and L1-wavelet compressed sensing (and CG-SENSE for multi-coil data), with fastMRI's metrics.
 
-Run (offline, built-in SYNTHETIC knee-like phantoms, a 2-core CPU, about 15 minutes)::
+Two priors by default, both trained from R = 4 undersampled k-space only:
+
+* the **shipped** prior ``mri-knee-synthetic-r4`` (``ambient_science.pretrained``; trained by this library for
+  much longer than a demo allows, on other synthetic volumes; its model card says how long) -> rows
+  ``ambient_one_step`` and ``ambient_dps``;
+* a short prior trained **in this run** (the trainer demonstration, with its progress bar) -> rows
+  ``ambient_one_step_this_run`` and ``ambient_dps_this_run``.
+
+Run (offline, built-in SYNTHETIC knee-like phantoms, a 2-core CPU, under 15 minutes)::
 
     python examples/mri_knee.py
 
 Real fastMRI data (single- or multi-coil ``.h5`` volumes; the last 20 % of the files are held out), on
-a GPU node with the full-resolution preset::
+a GPU node with the full-resolution preset (no shipped prior fits real data: only the in-run prior)::
 
     python examples/mri_knee.py --data /data/fastmri/knee_singlecoil_train --preset gpu --device cuda
     torchrun --nproc_per_node=8 examples/mri_knee.py --data ... --preset gpu   # multi-GPU training
 
 Options: ``--out`` (default ``runs/mri_knee``), ``--data DIR``, ``--device auto|cpu|cuda``, ``--preset
 cpu|gpu``, ``--acceleration`` (training R, default 4), ``--test-accelerations`` (default 4 8),
-``--train-steps``, ``--resume`` (continue the training run in ``--out``), ``--prior PATH`` (skip
-training, use a checkpoint), ``--with-clean-baseline`` (also train a prior on fully sampled images with
-the same budget, reported as ``clean_dps``), ``--quick`` (a tiny configuration for tests), ``--seed``.
+``--train-steps``, ``--resume`` (continue the training run in ``--out``), ``--prior PATH`` (any checkpoint or
+exported prior, in place of the shipped one), ``--train-only-here`` (no shipped prior), ``--no-training``
+(evaluate the shipped / ``--prior`` prior only), ``--with-clean-baseline`` (also a prior trained on fully
+sampled images: the shipped ``mri-knee-synthetic-clean``, rows ``clean_*``, or one trained here with the
+in-run budget, rows ``clean_*_this_run``), ``--quick`` (a tiny configuration for tests), ``--seed``.
 
-Writes to ``--out``: ``metrics.json``, ``reconstructions.png`` (truth, zero-filled, L1-wavelet, ambient
-one-step, ambient A-DPS mean and std, per R), the training run (checkpoints, ``metrics.jsonl``), and the
-prepared measurement files (``data/``).
+Writes to ``--out``: ``metrics.json`` (per R and method: PSNR, SSIM, NMSE; per prior under ``train``: where it
+came from, steps, images seen, seconds), ``reconstructions.png`` (truth, zero-filled, L1-wavelet, the
+shipped prior's one-step and A-DPS mean and std, the in-run prior's A-DPS mean, per R), the training run
+(checkpoints, ``metrics.jsonl``), and the prepared measurement files (``data/``).
 """
 
 from __future__ import annotations
@@ -40,6 +51,7 @@ from typing import Any
 
 import torch
 
+from ambient_science import pretrained
 from ambient_science.datasets.measurements import MeasurementFile
 from ambient_science.datasets.prepare import load_targets, prepare_fastmri
 from ambient_science.datasets.synthetic_knee import write_synthetic_knee_dataset
@@ -112,13 +124,17 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--test-accelerations", type=int, nargs="+", default=[4, 8])
     p.add_argument("--train-steps", type=int, default=None)
     p.add_argument("--resume", action="store_true")
-    p.add_argument("--prior", default=None, help="use this checkpoint instead of training")
+    p.add_argument("--prior", default=None, help="checkpoint or exported prior used in place of the shipped one")
+    p.add_argument("--train-only-here", action="store_true", help="skip the shipped prior")
+    p.add_argument("--no-training", action="store_true", help="no in-run training (shipped / --prior prior only)")
     p.add_argument("--with-clean-baseline", action="store_true")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     if args.quick:
         args.preset = "quick"
+    if args.no_training and args.train_only_here:
+        p.error("--no-training with --train-only-here leaves no prior to evaluate")
     return args
 
 
@@ -165,10 +181,14 @@ def prepared(files: list[Path], path: Path, *, acceleration: int, preset: Preset
 
 
 # -- training ------------------------------------------------------------------------------------------
-def train_prior(data: Path, run_dir: Path, args, preset: Preset, device: torch.device) -> tuple[Prior, dict]:
+def train_prior(
+    data: Path, run_dir: Path, args, preset: Preset, device: torch.device, *, clean: bool = False
+) -> tuple[Prior, dict]:
+    """Train on ``data`` (``clean``: no further corruption, so the loss is EDM's); the prior and its budget."""
     steps = args.train_steps or preset.steps
     config = RunConfig(
         data=DataConfig(path=str(data)),
+        family={"drop_fraction": 0.0} if clean else {},
         network=dict(preset.network),
         loss=LossConfig(kind="auto"),
         train=TrainConfig(
@@ -190,7 +210,19 @@ def train_prior(data: Path, run_dir: Path, args, preset: Preset, device: torch.d
     result = train(config)
     seconds = time.perf_counter() - t0
     prior = load_prior(result.checkpoint, map_location=device)
-    return prior, {"steps": result.step, "images_seen": result.images_seen, "seconds": round(seconds, 1)}
+    info = {"source": f"trained in this run ({run_dir})", "steps": result.step, "images_seen": result.images_seen}
+    return prior, {**info, "seconds": round(seconds, 1)}
+
+
+def shipped_prior(name: str, args, preset: Preset, device: torch.device) -> tuple[Prior, dict] | None:
+    """The shipped prior ``name`` when it fits this run (built-in synthetic data on its grid), else None."""
+    if args.data is not None or args.preset != "cpu":
+        print(f"shipped prior {name} skipped: it was trained on the built-in synthetic data at the cpu preset's grid")
+        return None
+    card = pretrained.card(name)
+    info = {"source": f"shipped: ambient_science.pretrained {name!r}", "steps": card["steps"],
+            "images_seen": card["images_seen"], "seconds": card["wall_seconds"], "commit": card["commit"]}  # fmt: skip
+    return pretrained.load(name, map_location=device), info
 
 
 # -- evaluation ------------------------------------------------------------------------------------------
@@ -222,7 +254,8 @@ def volume_metrics(truth: torch.Tensor, estimate: torch.Tensor, volume: torch.Te
 
 
 def evaluate(priors: dict[str, Prior], test_file: Path, preset: Preset, args, device) -> tuple[dict, dict]:
-    """Every method at one acceleration: the baselines once, then each prior; metrics and figure images."""
+    """Every method at one acceleration: the baselines once, then each prior (label ``ambient``, ``clean``, or
+    either with ``_this_run``: rows ``<prefix>_one_step<suffix>`` and ``<prefix>_dps<suffix>``)."""
     A, y, sigma, truth, volume = held_out_batch(test_file, preset, device)
     lik = GaussianLikelihood(A, y, sigma)
     images = {"truth": truth, "zero_filled": A.H(y)}
@@ -232,17 +265,18 @@ def evaluate(priors: dict[str, Prior], test_file: Path, preset: Preset, args, de
     l1 = {lam: l1_wavelet(A, y, lam=lam) for lam in preset.l1_lams}
     best = max(l1, key=lambda lam: volume_metrics(truth, l1[lam], volume)["psnr"])
     images["l1_wavelet"] = l1[best]
-    for name, prior in priors.items():
+    for label, prior in priors.items():
+        prefix = label.removesuffix("_this_run")
+        suffix = label[len(prefix) :]
         generator = torch.Generator().manual_seed(args.seed)  # the same draws for every prior
         post_one = reconstruct(prior, lik, method="one_step", generator=generator, num_draws=preset.one_step_draws)
-        images[f"{name}_one_step"] = post_one.mean
+        images[f"{prefix}_one_step{suffix}"] = post_one.mean
         post = reconstruct(
             prior, lik, method="dps", generator=generator, num_samples=preset.dps_samples, steps=preset.dps_steps,
             data_consistency="cg", progress=not args.no_progress,
         )  # fmt: skip
-        images[f"{name}_dps"], images[f"{name}_dps_std"] = post.mean, post.std
-    skip = {"truth", *(f"{name}_dps_std" for name in priors)}
-    metrics = {k: volume_metrics(truth, v, volume) for k, v in images.items() if k not in skip}
+        images[f"{prefix}_dps{suffix}"], images[f"{prefix}_dps_std{suffix}"] = post.mean, post.std
+    metrics = {k: volume_metrics(truth, v, volume) for k, v in images.items() if k != "truth" and "_std" not in k}
     metrics["l1_wavelet"]["lam"] = best
     return metrics, images
 
@@ -253,8 +287,23 @@ def save_figure(path: Path, images_per_r: dict[int, dict[str, torch.Tensor]]) ->
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    cols = ["truth", "zero_filled", "l1_wavelet", "ambient_one_step", "ambient_dps", "ambient_dps_std"]
-    titles = ["truth", "zero-filled", "L1-wavelet", "ambient one-step", "ambient A-DPS mean", "A-DPS std"]
+    first = next(iter(images_per_r.values()))
+    main = "shipped prior" if "ambient_dps" in first else "prior of this run"
+    if main != "shipped prior":  # no shipped prior: the in-run prior fills the ambient columns
+        images_per_r = {R: {k.removesuffix("_this_run"): v for k, v in im.items()} for R, im in images_per_r.items()}
+    columns = {
+        "truth": "truth",
+        "zero_filled": "zero-filled",
+        "l1_wavelet": "L1-wavelet",
+        "ambient_one_step": f"ambient one-step\n({main})",
+        "ambient_dps": f"ambient A-DPS mean\n({main})",
+        "ambient_dps_std": f"A-DPS std\n({main})",
+        "ambient_dps_this_run": "ambient A-DPS mean\n(prior of this run)",
+        "clean_dps": "clean-trained A-DPS\n(shipped baseline)",
+    }
+    first = next(iter(images_per_r.values()))
+    cols = [k for k in columns if k in first]
+    titles = [columns[k] for k in cols]
     fig, axes = plt.subplots(len(images_per_r), len(cols), figsize=(2.3 * len(cols), 2.5 * len(images_per_r)))
     axes = axes.reshape(len(images_per_r), len(cols))
     for row, (R, images) in enumerate(images_per_r.items()):
@@ -276,12 +325,12 @@ def save_figure(path: Path, images_per_r: dict[int, dict[str, torch.Tensor]]) ->
 
 def print_table(test: dict[str, dict[str, dict[str, float]]]) -> None:
     methods = list(next(iter(test.values())))
-    print(f"\n{'method':22s}" + "".join(f"   R={R}: PSNR  SSIM   NMSE" for R in test))
+    print(f"\n{'method':28s}" + "".join(f"   R={R}: PSNR  SSIM   NMSE" for R in test))
     for m in methods:
         row = "".join(
             f"       {test[R][m]['psnr']:6.2f} {test[R][m]['ssim']:.3f} {test[R][m]['nmse']:.4f}" for R in test
         )
-        print(f"{m:22s}{row}")
+        print(f"{m:28s}{row}")
 
 
 def main(argv=None) -> int:
@@ -295,19 +344,32 @@ def main(argv=None) -> int:
     res = preset.resolution or "full"
     train_file = prepared(train_files, data_dir / f"train_r{args.acceleration}_{res}.h5",
                           acceleration=args.acceleration, preset=preset, seed=args.seed, targets=False)  # fmt: skip
+    priors: dict[str, Prior] = {}
+    train_info: dict[str, dict] = {}
+    if not args.no_training:  # every torchrun rank trains (DDP); only rank 0 evaluates
+        priors["ambient_this_run"], train_info["ambient_this_run"] = train_prior(
+            train_file, out / "train", args, preset, device
+        )
     if args.prior:
-        prior, train_info = load_prior(args.prior, map_location=device), {"prior": str(args.prior)}
-    else:  # every torchrun rank trains (DDP); only rank 0 evaluates
-        prior, train_info = train_prior(train_file, out / "train", args, preset, device)
-    clean = None
+        priors["ambient"] = load_prior(args.prior, map_location=device)
+        train_info["ambient"] = {"source": str(args.prior)}
+    elif not args.train_only_here and (shipped := shipped_prior("mri-knee-synthetic-r4", args, preset, device)):
+        priors["ambient"], train_info["ambient"] = shipped
     if args.with_clean_baseline:  # fully sampled images, same network and budget
-        clean_file = prepared(train_files, data_dir / f"train_r1_{res}.h5", acceleration=1, preset=preset,
-                              seed=args.seed, targets=False)  # fmt: skip
-        clean, clean_info = train_prior(clean_file, out / "train_clean", args, preset, device)
+        shipped = None if args.train_only_here else shipped_prior("mri-knee-synthetic-clean", args, preset, device)
+        if shipped is not None:
+            priors["clean"], train_info["clean"] = shipped
+        if not args.no_training:
+            clean_file = prepared(train_files, data_dir / f"train_r1_{res}.h5", acceleration=1, preset=preset,
+                                  seed=args.seed, targets=False)  # fmt: skip
+            priors["clean_this_run"], train_info["clean_this_run"] = train_prior(
+                clean_file, out / "train_clean", args, preset, device, clean=True
+            )
+    if not priors:
+        raise SystemExit("no prior to evaluate: drop --no-training, or pass --prior PATH")
     if RANK != 0:
         return 0
 
-    priors = {"ambient": prior} if clean is None else {"ambient": prior, "clean": clean}
     test, figure = {}, {}
     for R in args.test_accelerations:
         test_file = prepared(test_files, data_dir / f"test_r{R}_{res}.h5", acceleration=R, preset=preset,
@@ -317,14 +379,12 @@ def main(argv=None) -> int:
         "train": {
             "acceleration": args.acceleration,
             "slices": len(MeasurementFile(train_file)),
-            **train_info,
             "device": str(device),
             "synthetic": args.data is None,
+            **train_info,  # per prior label: source, steps, images_seen, seconds
         },
         "test": test,
     }
-    if clean is not None:
-        metrics["train_clean"] = clean_info
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     save_figure(out / "reconstructions.png", figure)
     print_table(test)

@@ -31,7 +31,7 @@ def data_file(tmp_path) -> Path:
 
 
 def test_example_configs_parse():
-    for path in sorted((ROOT / "configs").glob("*.toml")):
+    for path in sorted((ROOT / "configs").rglob("*.toml")):
         run_config_from_dict(load_config_file(path))
 
 

@@ -52,6 +52,12 @@ def test_wheel_contains_every_module(tmp_path):
     missing = _source_modules() - names
     assert not missing, f"modules missing from the wheel: {sorted(missing)}"
     assert not any(n.startswith(("operators/", "datasets/")) for n in names), "bare top-level packages shipped"
+    shipped = {
+        p.relative_to(ROOT).as_posix()
+        for p in (ROOT / "ambient_science" / "pretrained").glob("*/*")
+        if p.name in ("weights.safetensors", "prior.json")
+    }
+    assert shipped <= names, f"shipped priors missing from the wheel: {sorted(shipped - names)}"
 
 
 def test_bare_folder_names_are_not_importable_from_outside(tmp_path):

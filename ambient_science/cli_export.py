@@ -1,0 +1,209 @@
+"""``ambient-science export-prior``: a training run -> a shipped prior (EMA weights + config + model card).
+
+    ambient-science export-prior runs/pretrained/mri-knee-synthetic-r4 --name mri-knee-synthetic-r4 \\
+        --kind ambient --config configs/pretrained/mri-knee-synthetic-r4.toml --commit 7c6279b
+
+The card is filled from the run itself (steps, images seen, wall time from ``metrics.jsonl``, network size),
+from its measurement file (records, the corruption law of the data) and from the arguments (what kind of
+prior, the committed config whose text is stored, the commit that trained it, the machine). An ``ambient``
+label on data that were not corrupted (or a ``clean`` label on data that were) is refused. The model cards
+of every exported prior in the output root are then rendered into its ``README.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+__all__ = ["add_arguments", "build_card", "corruption_law", "render_cards", "run", "training_time"]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run", type=Path, help="training run (or checkpoints/ or checkpoint-<step>) directory")
+    parser.add_argument("--name", required=True, help="the prior's name (its directory under the output root)")
+    parser.add_argument("--kind", required=True, choices=("ambient", "clean"), help="how the data were corrupted")
+    parser.add_argument("--config", type=Path, required=True, help="the committed training config (text is stored)")
+    parser.add_argument("--commit", default=None, help="commit that trained it (default: git HEAD of --config)")
+    parser.add_argument("--machine", default=None, help="where it trained (default: this machine's description)")
+    parser.add_argument("--notes", default="", help="free text for the card (e.g. 'CPU shared by 3 trainings')")
+    parser.add_argument("--out-root", type=Path, default=None, help="default: the installed ambient_science.pretrained")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing prior of that name")
+
+
+def corruption_law(data_family: dict[str, Any], train_family: dict[str, Any]) -> str:
+    """One line naming how the training data were corrupted, or ``"none"`` for fully sampled images."""
+    name = data_family.get("family")
+    if name == "clean":
+        return "none"
+    if name == "cartesian_mri":
+        R = float(data_family.get("acceleration", 1.0))
+        if R <= 1.0:
+            return "none"
+        drop = float(train_family.get("drop_fraction", 0.0))
+        return (
+            f"Cartesian {data_family.get('mask_kind')} phase-encode mask, R = {R:g}, "
+            f"{100 * float(data_family.get('center_fraction', 0)):g} % fully sampled centre; further corruption "
+            f"drops {100 * drop:g} % of the observed non-centre columns"
+        )
+    if name == "pixel_mask":
+        p, delta = float(data_family.get("p", 0.0)), float(train_family.get("delta", 0.0))
+        if p <= 0.0:
+            return "none"
+        return f"Bernoulli pixel mask hiding each pixel with p = {p:g}; further corruption hides δ = {delta:g} more"
+    if name == "interferometer":
+        array = data_family.get("array")
+        array = array if isinstance(array, str) else "custom array"
+        return (
+            f"sparse visibilities of random {array} coverages ({data_family.get('npix')}² pixels over "
+            f"{data_family.get('fov_uas')} µas, {100 * float(data_family.get('p_station_drop', 0)):g} % of stations "
+            f"absent, thermal noise); further corruption drops stations / baselines / time blocks "
+            f"(δ = {train_family.get('delta_station')} / {train_family.get('delta_baseline')} / "
+            f"{train_family.get('delta_time')})"
+        )
+    return json.dumps(data_family, sort_keys=True)
+
+
+def training_time(run_dir: Path) -> dict[str, float]:
+    """Wall seconds of training from the run's ``metrics.jsonl`` (gaps between logs over 10 minutes, e.g. a
+    stop before ``--resume``, are replaced by the logged seconds per step) and the mean images per second."""
+    lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines() if x.strip()]
+    logs = [m for m in lines if "time" in m and "step" in m]
+    if not logs:
+        return {"wall_seconds": float("nan"), "images_per_second": float("nan")}
+    seconds = logs[0]["step"] * logs[0].get("sec_per_step", 0.0)
+    for a, b in itertools.pairwise(logs):
+        dt = b["time"] - a["time"]
+        steps = max(b["step"] - a["step"], 0)
+        seconds += dt if 0 <= dt < 600 else steps * b.get("sec_per_step", 0.0)
+    images = logs[-1].get("images", 0)
+    return {"wall_seconds": round(seconds, 1), "images_per_second": round(images / max(seconds, 1e-9), 2)}
+
+
+def _git_head(where: Path) -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return out.stdout.strip()
+
+
+def _machine() -> str:
+    import torch
+
+    return f"{platform.machine()} CPU, {os.cpu_count()} cores, {platform.system()}, torch {torch.__version__}"
+
+
+def build_card(run_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """The model card of the run's latest checkpoint (module docstring)."""
+    from ambient_science.checkpoint import load_checkpoint, resolve_checkpoint
+    from ambient_science.datasets.measurements import MeasurementFile
+
+    ckpt = load_checkpoint(run_dir)
+    config = ckpt.config
+    run_root = resolve_checkpoint(run_dir).parent.parent
+    data_path = Path(config["data"]["path"])
+    data = MeasurementFile(data_path)
+    law = corruption_law(data.family_config, config["family"])
+    if args.kind == "ambient" and law == "none":
+        raise ValueError(f"{data_path}: the training data are fully sampled (corruption 'none'); not an ambient prior")
+    if args.kind == "clean" and law != "none":
+        raise ValueError(f"{data_path}: the training data are corrupted ({law}); label the prior 'ambient'")
+    batch = int(config["train"]["batch_size"])
+    n_params = sum(p.numel() for p in ckpt.network.parameters())
+    commit = args.commit or _git_head(args.config.resolve().parent)
+    return {
+        "name": args.name,
+        "kind": args.kind,
+        "corruption": law,
+        "data": {
+            "file": str(data_path),
+            "records": len(data),
+            "source": data.metadata.get("source", "fastMRI-layout volumes (see config)"),
+            "family": data.family_config,
+        },
+        "network": {"parameters": n_params, **config["network"]},
+        "loss": config["loss"],
+        "steps": ckpt.step,
+        "batch_size": batch,
+        "images_seen": ckpt.step * batch,
+        **training_time(run_root),
+        "machine": args.machine or _machine(),
+        "notes": args.notes,
+        "commit": commit,
+        "config_file": args.config.as_posix(),
+        "config_text": args.config.read_text(),
+        "command": f"ambient-science train {args.config.as_posix()}",
+        "exported": time.strftime("%Y-%m-%d"),
+    }
+
+
+def render_cards(root: Path) -> Path:
+    """``root/README.md``: every exported prior's card, in prose and tables."""
+    cards = []
+    for p in sorted(root.iterdir()):
+        if (p / "prior.json").is_file():
+            cards.append(json.loads((p / "prior.json").read_text())["card"])
+    out = [
+        "# Shipped priors (model cards)",
+        "",
+        "Generated by `ambient-science export-prior` from each prior's `prior.json`; do not edit by hand.",
+        "Load one with `ambient_science.pretrained.load(name)`; `--prior ambient_science/pretrained/<name>`",
+        "works wherever a checkpoint does. Every prior was trained by this library's `ambient-science train`",
+        "from the committed config quoted below, at the commit named; none saw a clean image unless its kind",
+        "is `clean` (a baseline, trained on fully sampled images to measure what the corruption costs).",
+        "",
+    ]
+    for c in cards:
+        hours = c["wall_seconds"] / 3600
+        out += [
+            f"## `{c['name']}` ({c['kind']})",
+            "",
+            "| | |",
+            "|---|---|",
+            f"| data | {c['data']['records']} records: {c['data']['source']} |",
+            f"| corruption | {c['corruption']} |",
+            f"| network | U-Net, {c['network']['parameters']:,} parameters (model_channels "
+            f"{c['network'].get('model_channels')}, channel_mult {c['network'].get('channel_mult')}) |",
+            f"| loss | {c['loss'].get('kind')} |",
+            f"| budget | {c['steps']:,} steps × {c['batch_size']} = {c['images_seen']:,} images seen, "
+            f"{hours:.2f} h wall ({c['images_per_second']} images/s) |",
+            f"| machine | {c['machine']} |",
+            f"| commit | `{c['commit']}` |",
+            f"| exported | {c['exported']} |",
+            "",
+        ]
+        if c.get("notes"):
+            out += [c["notes"], ""]
+        out += [f"Config `{c['config_file']}` (the `prepare` commands in its header make the data):", "", "```toml"]
+        out += [c["config_text"].rstrip(), "```", ""]
+    path = root / "README.md"
+    path.write_text("\n".join(out))
+    return path
+
+
+def run(args: argparse.Namespace) -> int:
+    from ambient_science.checkpoint import CheckpointError, export_prior
+
+    if args.out_root is None:
+        from ambient_science import pretrained
+
+        args.out_root = pretrained.ROOT
+    try:
+        card = build_card(args.run, args)
+        out = export_prior(args.run, args.out_root / args.name, card=card, overwrite=args.overwrite)
+    except (CheckpointError, ValueError, KeyError, FileExistsError, FileNotFoundError) as err:
+        print(f"ambient-science export-prior: {err}", file=sys.stderr)
+        return 1
+    readme = render_cards(args.out_root)
+    size = sum(f.stat().st_size for f in out.iterdir()) / 1e6
+    print(f"exported {args.name} ({card['kind']}, {card['images_seen']:,} images seen) to {out} ({size:.1f} MB)")
+    print(f"model cards: {readme}")
+    return 0
