@@ -37,7 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--indices", default="all", help="records to reconstruct: 'all', '0:8' or '1,5,7'")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--sigma", type=float, default=None, help="noise std of the measurements (overrides)")
-    parser.add_argument("--inference-operator", choices=("law", "test"), default="law")
+    parser.add_argument("--inference-operator", choices=("law", "test", "full"), default="law")
     parser.add_argument("--num-draws", type=int, default=1, help="draws of Ã_inf averaged in the denoiser")
     parser.add_argument("--data-consistency", choices=("none", "cg", "replace"), default="none")
     parser.add_argument("--truth", default=None, help="h5 file with a 'target' dataset (N, H, W) for metrics")

@@ -82,6 +82,18 @@ class OperatorFamily(abc.ABC):
         """
         return A_tilde.N
 
+    def fully_observed(self, A: SubsampledOperator) -> SubsampledOperator:
+        """``A`` with everything observed (a mask of ones, the rest of ``A``'s parameters kept, e.g. coil maps):
+        the ``Ã_inf`` of ``inference_operator="full"``. Families whose operators are masks (``params["mask"]``:
+        pixel masks, Cartesian MRI) have it; others (interferometry: no finite set of visibilities observes
+        everything) raise ``NotImplementedError``."""
+        params = A.params()
+        if "mask" not in params:
+            raise NotImplementedError(
+                f"operator family {self.name!r} has no fully observed operator (its operators have no 'mask')"
+            )
+        return self.make({**params, "mask": torch.ones_like(params["mask"])})
+
     def image_dtype(self) -> torch.dtype:
         return torch.complex64 if self.is_complex else torch.float32
 

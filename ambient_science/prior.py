@@ -9,12 +9,17 @@ operator ``Ã_inf`` drawn from the training corruption law and held fixed for a 
 (optionally averaged over ``K`` draws) is what samplers call. With a clean-data prior (``CleanFamily``,
 ``A = I``) the same code gives the plain ``E[x | x_σ]``.
 
-Two laws for ``Ã_inf`` (``inference_operator``):
+Three choices of ``Ã_inf`` (``inference_operator``):
 
 * ``"law"``: ``Ã_inf = further_corrupt(A)`` with ``A ~ family.sample``: the training law of ``Ã``;
 * ``"test"``: ``Ã_inf = further_corrupt(A_test)``: the further corruption of the test operator itself,
   when the test operator comes from the training law (``Ã_inf`` then observes only what ``y`` observed,
-  which the one-step estimate ``D(Aᴴ y)`` needs).
+  which the one-step estimate ``D(Aᴴ y)`` needs);
+* ``"full"``: ``Ã_inf`` observes everything (:meth:`OperatorFamily.fully_observed`, mask families only).
+  The network never saw such an input in training (every ``Ã`` hid something): this relies on it
+  extrapolating from "denoise what ``Ã`` observed" to "denoise everything". It lets the denoiser use all
+  of ``x_σ`` instead of a fifth of it; for MRI at R = 4 it is what makes A-DPS work (README: measured on
+  held-out validation volumes, 21.96 dB against 18.27 dB with ``"test"``). No draws: ``num_draws`` copies.
 
     >>> import torch
     >>> from torch import nn
@@ -42,7 +47,7 @@ from ambient_science.linop import SubsampledOperator
 
 __all__ = ["AmbientDenoiser", "Denoiser", "InferenceOperator", "Prior", "load_prior"]
 
-InferenceOperator = Literal["law", "test"]
+InferenceOperator = Literal["law", "test", "full"]
 
 
 class Denoiser(Protocol):
@@ -154,17 +159,19 @@ class Prior:
     ) -> SubsampledOperator:
         """``K`` draws of ``Ã_inf`` per sample, concatenated into one operator of batch ``K·B``.
 
-        ``"law"``: ``Ã = further_corrupt(A)``, ``A ~ family.sample``; ``"test"``: ``Ã = further_corrupt(A_test)``.
-        Draw ``k`` of sample ``b`` sits at index ``k·B + b``. On ``device`` (default: the network's).
+        ``"law"``: ``Ã = further_corrupt(A)``, ``A ~ family.sample``; ``"test"``: ``Ã = further_corrupt(A_test)``;
+        ``"full"``: everything observed (``fully_observed`` of ``A_test`` when given, else of a law draw, so
+        that e.g. coil maps carry over). Draw ``k`` of sample ``b`` sits at index ``k·B + b``. On ``device``
+        (default: the network's).
         """
         if num_draws < 1:
             raise ValueError(f"num_draws must be >= 1, got {num_draws}")
         device = torch.device(device) if device is not None else self.device
         draws = []
+        if inference_operator not in ("law", "test", "full"):
+            raise ValueError(f'inference_operator must be "law", "test" or "full", got {inference_operator!r}')
         for _ in range(num_draws):
-            if inference_operator == "law":
-                A = self.family.sample(batch_size, generator=generator, device=device)
-            elif inference_operator == "test":
+            if inference_operator == "test" or (inference_operator == "full" and test_operator is not None):
                 if test_operator is None:
                     raise ValueError('inference_operator="test" needs the test operator (test_operator=A)')
                 if test_operator.batch_size != batch_size:
@@ -173,8 +180,11 @@ class Prior:
                 if any(b.device != device for b in A.buffers()):  # a copy: the caller's operator stays put
                     A = self.family.make({k: v.to(device) for k, v in A.params().items()})
             else:
-                raise ValueError(f'inference_operator must be "law" or "test", got {inference_operator!r}')
-            draws.append(self.family.further_corrupt(A, generator=generator))
+                A = self.family.sample(batch_size, generator=generator, device=device)
+            if inference_operator == "full":
+                draws.append(self.family.fully_observed(A))
+            else:
+                draws.append(self.family.further_corrupt(A, generator=generator))
         if num_draws == 1:
             return draws[0]
         params = [d.params() for d in draws]

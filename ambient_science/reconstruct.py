@@ -57,7 +57,7 @@ def reconstruct(
     steps: int = 64,
     sigma_max: float | None = None,
     test_operator: SubsampledOperator | None = None,
-    inference_operator: Literal["law", "test"] = "law",
+    inference_operator: Literal["law", "test", "full"] = "law",
     num_draws: int = 1,
     data_consistency: Literal["cg", "replace"] | None = None,
     progress: bool = True,
@@ -74,8 +74,9 @@ def reconstruct(
         steps: sampler steps (A-DPS) or annealing levels (DAPS).
         sigma_max: the first noise level (default: 80 for A-DPS, 10 for DAPS, as their papers).
         test_operator: the operator of the measurements; default ``likelihood.A`` when it has one.
-        inference_operator: ``Ã_inf`` from the training law (``"law"``) or from the test operator
-            (``"test"``) for the samplers; the one-step estimate always uses ``"test"``.
+        inference_operator: ``Ã_inf`` from the training law (``"law"``), from the test operator (``"test"``),
+            or observing everything (``"full"``, mask families; see :mod:`ambient_science.prior`) for the
+            samplers; the one-step estimate always uses ``"test"``.
         num_draws: ``K`` draws of ``Ã_inf`` averaged in the denoiser (1 for honest uncertainty maps).
         data_consistency: final data-consistency step (``"cg"`` or ``"replace"``), or none.
         progress: a tqdm bar over sampler steps.
@@ -113,7 +114,7 @@ def reconstruct(
             generator=g,
             num_draws=num_draws,
             inference_operator=inference_operator,
-            test_operator=A if inference_operator == "test" else None,
+            test_operator=A if inference_operator in ("test", "full") else None,
             device=device,
         )
         x = initial_noise(shape, float(sigmas[0]), generator=g, dtype=prior.family.image_dtype()).to(device)

@@ -106,6 +106,27 @@ def test_inference_operator_test_is_a_further_corruption_of_the_test_operator(ga
         prior.denoiser(4, generator=_g(), num_draws=0)
 
 
+def test_full_inference_operator_observes_everything(gaussian):
+    """``"full"``: a mask of ones (the denoiser is then the plain E[x | x_σ]); families without masks refuse."""
+    mean, cov = gaussian
+    family = PixelMaskFamily((1, H, W), p=0.5, delta=0.3)
+    prior = Prior(GaussianDenoiserNet(mean, cov), family)
+    A_test = family.sample(3, generator=_g(6))
+    for test in (None, A_test):
+        A_inf = prior.draw_inference_operators(3, generator=_g(7), inference_operator="full", test_operator=test)
+        assert A_inf.mask.shape == A_test.mask.shape and bool((A_inf.mask == 1).all())
+    x, sigma = torch.randn(3, 1, H, W, generator=_g(8)), torch.tensor(0.7)
+    D = prior.denoiser(3, generator=_g(9), inference_operator="full")
+    expected = torch.stack([_selected_posterior_mean(mean, cov, torch.ones(H, W), x[i], 0.7) for i in range(3)])
+    assert torch.allclose(D(x, sigma).reshape(3, -1).double(), expected, atol=1e-4)
+
+    from ambient_science.operators.interferometry import InterferometerFamily
+
+    eht = InterferometerFamily(npix=16, fov_uas=128.0, bank_size=1)
+    with pytest.raises(NotImplementedError, match="fully observed"):
+        eht.fully_observed(eht.sample(1, generator=_g()))
+
+
 def test_law_draws_follow_the_training_corruption_law():
     family = PixelMaskFamily((1, 16, 16), p=0.4, delta=0.25)
     net = GaussianDenoiserNet(torch.zeros(1, 16, 16), torch.eye(256))
