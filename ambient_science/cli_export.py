@@ -71,11 +71,12 @@ def corruption_law(data_family: dict[str, Any], train_family: dict[str, Any]) ->
     return json.dumps(data_family, sort_keys=True)
 
 
-def training_time(run_dir: Path) -> dict[str, float]:
-    """Wall seconds of training from the run's ``metrics.jsonl`` (gaps between logs over 10 minutes, e.g. a
-    stop before ``--resume``, are replaced by the logged seconds per step) and the mean images per second."""
+def training_time(run_dir: Path, up_to_step: int | None = None) -> dict[str, float]:
+    """Wall seconds of training up to ``up_to_step`` from the run's ``metrics.jsonl`` (gaps between logs over
+    10 minutes, e.g. a stop before ``--resume``, are replaced by the logged seconds per step) and the mean
+    images per second."""
     lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines() if x.strip()]
-    logs = [m for m in lines if "time" in m and "step" in m]
+    logs = [m for m in lines if "time" in m and "step" in m and (up_to_step is None or m["step"] <= up_to_step)]
     if not logs:
         return {"wall_seconds": float("nan"), "images_per_second": float("nan")}
     seconds = logs[0]["step"] * logs[0].get("sec_per_step", 0.0)
@@ -134,7 +135,7 @@ def build_card(run_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
         "steps": ckpt.step,
         "batch_size": batch,
         "images_seen": ckpt.step * batch,
-        **training_time(run_root),
+        **training_time(run_root, ckpt.step),
         "machine": args.machine or _machine(),
         "notes": args.notes,
         "commit": commit,
