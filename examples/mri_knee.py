@@ -299,15 +299,16 @@ def evaluate(priors: dict[str, Prior], test_file: Path, preset: Preset, args, de
     return metrics, images
 
 
-def save_figure(path: Path, images_per_r: dict[int, dict[str, torch.Tensor]]) -> None:
+def save_figure(path: Path, images_per_r: dict[int, dict[str, torch.Tensor]], source: str = "shipped prior") -> None:
+    """Truth, baselines and the ``ambient`` prior's columns (``source`` names it), then this run's A-DPS."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     first = next(iter(images_per_r.values()))
-    main = "shipped prior" if "ambient_dps" in first else "prior of this run"
-    if main != "shipped prior":  # no shipped prior: the in-run prior fills the ambient columns
+    main = source if "ambient_dps" in first else "prior of this run"
+    if "ambient_dps" not in first:  # no shipped / --prior prior: the in-run prior fills the ambient columns
         images_per_r = {R: {k.removesuffix("_this_run"): v for k, v in im.items()} for R, im in images_per_r.items()}
     columns = {
         "truth": "truth",
@@ -407,7 +408,7 @@ def main(argv=None) -> int:
         "test": test,
     }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    save_figure(out / "reconstructions.png", figure)
+    save_figure(out / "reconstructions.png", figure, "shipped prior" if args.prior is None else "--prior")
     print_table(test)
     print(f"\nwrote {out / 'metrics.json'} and {out / 'reconstructions.png'}")
     return 0
