@@ -283,18 +283,23 @@ def verify_checkpoint(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{path} is not an ambient-science checkpoint (state.json format){hint}")
     if state.get("format_version", 0) > FORMAT_VERSION:
         raise CheckpointError(f"{path}: checkpoint format {state['format_version']} is newer than this library's")
-    for name, meta in state["files"].items():
+    _verify_files(path, state["files"], "corrupt checkpoint", hint)
+    return state
+
+
+def _verify_files(path: Path, files: dict[str, Any], what: str, hint: str = "") -> None:
+    """Check each ``files[name] = {"bytes", "sha256"}`` under ``path``; raise naming ``what`` and the file."""
+    for name, meta in files.items():
         f = path / name
         if not f.is_file():
-            raise CheckpointError(f"corrupt checkpoint {path}: {name} is missing{hint}")
+            raise CheckpointError(f"{what} {path}: {name} is missing{hint}")
         size = f.stat().st_size
         if size != meta.get("bytes"):
             raise CheckpointError(
-                f"corrupt checkpoint {path}: {name} has {size} bytes, expected {meta.get('bytes')} (truncated?){hint}"
+                f"{what} {path}: {name} has {size} bytes, expected {meta.get('bytes')} (truncated?){hint}"
             )
         if _sha256(f) != meta.get("sha256"):
-            raise CheckpointError(f"corrupt checkpoint {path}: {name} fails its SHA-256 check{hint}")
-    return state
+            raise CheckpointError(f"{what} {path}: {name} fails its SHA-256 check{hint}")
 
 
 def _load_weights(module: nn.Module, file: Path, device: str) -> None:
@@ -422,12 +427,7 @@ def verify_exported_prior(path: str | Path) -> dict[str, Any]:
     for key in ("network", "family", "files", "step"):
         if key not in meta:
             raise CheckpointError(f"{path}/{_PRIOR_FILE} has no {key!r} entry")
-    for name, info in meta["files"].items():
-        f = path / name
-        if not f.is_file():
-            raise CheckpointError(f"exported prior {path}: {name} is missing")
-        if f.stat().st_size != info.get("bytes") or _sha256(f) != info.get("sha256"):
-            raise CheckpointError(f"exported prior {path}: {name} fails its size / SHA-256 check (corrupt?)")
+    _verify_files(path, meta["files"], "corrupt exported prior")
     return meta
 
 
