@@ -476,11 +476,7 @@ def load_priors(setup: Setup, args: argparse.Namespace) -> tuple[dict, dict, Set
     if args.prior is not None:
         priors["ambient"], info["ambient"] = load_prior(args.prior, map_location=device), {"source": str(args.prior)}
     elif not args.train_only_here and fits:
-        card = pretrained.card(SHIPPED)
-        priors["ambient"] = pretrained.load(SHIPPED, map_location=device)
-        info["ambient"] = {"source": f"shipped: ambient_science.pretrained {SHIPPED!r}", "steps": card["steps"],
-                           "images_seen": card["images_seen"], "seconds": card["wall_seconds"],
-                           "commit": card["commit"]}  # fmt: skip
+        priors["ambient"], info["ambient"] = pretrained.load(SHIPPED, map_location=device), pretrained.budget(SHIPPED)
     elif not args.train_only_here:
         print(f"shipped prior {SHIPPED} skipped: it was trained at 32 × 32 pixels over 128 µas")
     if not args.no_training and not (args.uvfits is not None and priors):

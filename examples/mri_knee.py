@@ -237,10 +237,7 @@ def shipped_prior(name: str, args, preset: Preset, device: torch.device) -> tupl
     if args.data is not None or args.preset != "cpu":
         print(f"shipped prior {name} skipped: it was trained on the built-in synthetic data at the cpu preset's grid")
         return None
-    card = pretrained.card(name)
-    info = {"source": f"shipped: ambient_science.pretrained {name!r}", "steps": card["steps"],
-            "images_seen": card["images_seen"], "seconds": card["wall_seconds"], "commit": card["commit"]}  # fmt: skip
-    return pretrained.load(name, map_location=device), info
+    return pretrained.load(name, map_location=device), pretrained.budget(name)
 
 
 # -- evaluation ------------------------------------------------------------------------------------------

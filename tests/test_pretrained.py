@@ -66,6 +66,10 @@ def test_card_is_complete_and_agrees_with_the_committed_config(name):
     assert card["name"] == name and card["steps"] == info["step"]
     assert card["images_seen"] == card["steps"] * card["batch_size"] and card["wall_seconds"] > 0
     assert len(card["commit"]) >= 7
+    expected = {"source": f"shipped: ambient_science.pretrained {name!r}", "steps": card["steps"],
+                "images_seen": card["images_seen"], "seconds": card["wall_seconds"],
+                "commit": card["commit"]}  # fmt: skip
+    assert pretrained.budget(name) == expected
     committed = _toml_loads(card["config_text"], card["config_file"])
     for key, value in committed["network"].items():
         if key != "kind":

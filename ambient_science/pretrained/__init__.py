@@ -29,7 +29,7 @@ import torch
 if TYPE_CHECKING:
     from ambient_science.prior import Prior
 
-__all__ = ["ROOT", "available", "card", "info", "load", "path"]
+__all__ = ["ROOT", "available", "budget", "card", "info", "load", "path"]
 
 ROOT = Path(__file__).resolve().parent
 
@@ -56,6 +56,14 @@ def info(name: str) -> dict[str, Any]:
 def card(name: str) -> dict[str, Any]:
     """The model card of ``name`` (a dict; ``README.md`` beside this module renders them all)."""
     return info(name)["card"]
+
+
+def budget(name: str) -> dict[str, Any]:
+    """Where ``name`` came from and what its training cost, in the examples' ``metrics.json`` form:
+    ``{"source", "steps", "images_seen", "seconds", "commit"}``."""
+    c = card(name)
+    return {"source": f"shipped: ambient_science.pretrained {name!r}", "steps": c["steps"],
+            "images_seen": c["images_seen"], "seconds": c["wall_seconds"], "commit": c["commit"]}  # fmt: skip
 
 
 def load(name: str, *, map_location: torch.device | str | None = None) -> Prior:
