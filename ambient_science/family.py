@@ -23,7 +23,14 @@ from torch import Tensor
 
 from ambient_science.linop import SubsampledOperator
 
-__all__ = ["OperatorFamily", "bernoulli_keep", "check_subset", "uniform"]
+__all__ = ["OperatorFamily", "bernoulli_keep", "check_subset", "registered_families", "uniform"]
+
+_REGISTRY: dict[str, type[OperatorFamily]] = {}
+
+
+def registered_families() -> dict[str, type[OperatorFamily]]:
+    """A copy of the name -> class map of every family defined so far (see :mod:`ambient_science.registry`)."""
+    return dict(_REGISTRY)
 
 
 def uniform(shape: Sequence[int], generator: torch.Generator) -> Tensor:
@@ -50,6 +57,13 @@ class OperatorFamily(abc.ABC):
     image_shape: tuple[int, int, int]
     is_complex: bool
     conditioning_channels: int
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Register every concrete family under its ``name`` (the last definition of a name wins)."""
+        super().__init_subclass__(**kwargs)
+        name = cls.__dict__.get("name")
+        if isinstance(name, str) and name:
+            _REGISTRY[name] = cls
 
     @abc.abstractmethod
     def sample(

@@ -32,6 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ambient_science.noise import append_dims
+
 __all__ = [
     "MLP",
     "EDMDenoiser",
@@ -39,22 +41,11 @@ __all__ = [
     "NetworkConfig",
     "UNet",
     "UNetConfig",
-    "append_dims",
     "build_network",
     "network_config_from_dict",
 ]
 
 SKIP_SCALE = 1.0 / math.sqrt(2.0)  # keeps the variance of residual sums ~constant
-
-
-def append_dims(t: Tensor, ndim: int) -> Tensor:
-    """Append singleton dimensions so that ``t (B,)`` broadcasts against a ``(B, ...)`` tensor of ``ndim`` dims.
-
-    Shape: ``(B,)`` -> ``(B, 1, ..., 1)`` with ``ndim`` dimensions.
-    """
-    if t.ndim > ndim:
-        raise ValueError(f"cannot append dims: tensor has {t.ndim} dims, target {ndim}")
-    return t.reshape(*t.shape, *([1] * (ndim - t.ndim)))
 
 
 # ---------------------------------------------------------------------------------------------------

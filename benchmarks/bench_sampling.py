@@ -29,12 +29,12 @@ import torch
 from _timing import PeakMemory, ensure_thread_env, quartiles, timed
 from bench_train_step import FAMILIES, make_family
 
-from ambient_science.likelihoods import GaussianLikelihood
 from ambient_science.network import UNetConfig, build_network
-from ambient_science.prior import Prior
-from ambient_science.samplers import initial_noise, one_step, sample_euler, sample_heun, sigma_like
-from ambient_science.samplers_daps import sample_daps
-from ambient_science.samplers_dps import sample_adps
+from ambient_science.sampling.daps import sample_daps
+from ambient_science.sampling.dps import sample_adps
+from ambient_science.sampling.likelihoods import GaussianLikelihood
+from ambient_science.sampling.prior import Prior
+from ambient_science.sampling.samplers import initial_noise, one_step, sample_euler, sample_heun, sigma_like
 from ambient_science.schedules import edm_sigmas
 
 __all__ = ["ROW_SETS", "adps_seconds_per_slice", "run"]

@@ -25,8 +25,8 @@ import torch
 from _timing import PeakMemory, compare, ensure_thread_env
 
 from ambient_science.family import OperatorFamily
-from ambient_science.losses import AmbientLoss, EDMLoss
 from ambient_science.network import UNetConfig, build_network
+from ambient_science.training.losses import AmbientLoss, EDMLoss
 
 __all__ = ["FAMILIES", "make_family", "run"]
 
@@ -199,12 +199,12 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def full_trainer(args) -> None:
-    """Images/s of :func:`ambient_science.trainer.train` on in-memory measurements (from its metrics)."""
+    """Images/s of :func:`ambient_science.training.trainer.train` on in-memory measurements (from its metrics)."""
     import json
 
     from ambient_science.datasets.measurements import MeasurementDataset
-    from ambient_science.train_config import RunConfig, TrainConfig
-    from ambient_science.trainer import train
+    from ambient_science.pipelines.training import train
+    from ambient_science.training.config import RunConfig, TrainConfig
 
     family = make_family(args.family, args.size, args.coils)
     n = args.batch * 4

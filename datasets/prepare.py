@@ -26,7 +26,6 @@ Command line::
 
 from __future__ import annotations
 
-import argparse
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -40,9 +39,9 @@ from torch import Tensor
 from ambient_science.datasets.fastmri import FastMRIVolume, _h5_paths, _name_seed, image_grid
 from ambient_science.datasets.measurements import save_measurements
 from ambient_science.operators.mri import CartesianMRIFamily, fft2c, ifft2c
-from ambient_science.operators.mri_masks import MASK_KINDS, acs_width
+from ambient_science.operators.mri_masks import acs_width
 
-__all__ = ["TARGETS_FORMAT", "add_arguments", "load_targets", "prepare_fastmri", "run"]
+__all__ = ["TARGETS_FORMAT", "load_targets", "prepare_fastmri"]
 
 TARGETS_FORMAT = "ambient-science-mri-targets"
 
@@ -238,140 +237,3 @@ def load_targets(path: str | Path) -> dict[str, Any]:
             "files": json.loads(f.attrs["files"]),
             "slices_per_file": json.loads(f.attrs["slices_per_file"]),
         }
-
-
-# -- command line --------------------------------------------------------------------------------------
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """``prepare fastmri ...``, ``prepare synthetic-knee ...`` and ``prepare black-holes ...``."""
-    sub = parser.add_subparsers(dest="source", metavar="SOURCE", required=True)
-
-    p = sub.add_parser("fastmri", help="fastMRI volumes -> an undersampled measurement file")
-    p.add_argument("inputs", nargs="+", type=Path, help="fastMRI .h5 files or directories")
-    p.add_argument("-o", "--output", type=Path, required=True, help="measurement file to write")
-    p.add_argument("--acceleration", type=float, default=4.0)
-    p.add_argument("--center-fraction", type=float, default=0.08)
-    p.add_argument("--mask", dest="mask_kind", default="random", choices=list(MASK_KINDS))
-    p.add_argument("--resolution", type=int, default=None, help="training grid side (default: the recon size)")
-    p.add_argument("--recon-size", type=int, nargs=2, default=None, metavar=("H", "W"))
-    p.add_argument("--drop-fraction", type=float, default=0.2, help="further corruption at training time")
-    p.add_argument("--mask-per", choices=["slice", "volume"], default="slice")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument(
-        "--sigma-n",
-        type=_sigma_arg,
-        default="auto",
-        help="known noise std (per real component) of the normalised k-space, or 'auto' (from attrs['noise_std'])",
-    )
-    p.add_argument("--targets", type=Path, default=None, help="also write fully sampled references (evaluation)")
-    p.add_argument("--device", default=None, help="device for ESPIRiT (multi-coil), e.g. cuda")
-    p.add_argument("--overwrite", action="store_true")
-    p.add_argument("--dry-run", action="store_true", help="print the resolved settings and exit")
-    p.set_defaults(_prepare=_run_fastmri)
-
-    q = sub.add_parser("synthetic-knee", help="write SYNTHETIC knee volumes in the fastMRI layout")
-    q.add_argument("output", type=Path, help="directory to write synthetic_knee_<seed>.h5 into")
-    q.add_argument("--volumes", type=int, default=8)
-    q.add_argument("--slices", type=int, default=8)
-    q.add_argument("--recon-size", type=int, default=128)
-    q.add_argument("--coils", type=int, default=None, help="multi-coil (birdcage) with this many coils")
-    q.add_argument("--noise", type=float, default=0.01, help="k-space noise std relative to the image maximum")
-    q.add_argument("--seed", type=int, default=0)
-    q.add_argument("--overwrite", action="store_true")
-    q.add_argument("--dry-run", action="store_true", help="print the resolved settings and exit")
-    q.set_defaults(_prepare=_run_synthetic)
-
-    b = sub.add_parser(
-        "black-holes", help="SYNTHETIC black-hole observations -> a measurement file of visibilities only"
-    )
-    b.add_argument("output", type=Path, help="measurement file to write")
-    b.add_argument("--records", type=int, default=4096, help="observations (one random coverage each)")
-    b.add_argument("--npix", type=int, default=32, help="image side in pixels")
-    b.add_argument("--fov-uas", type=float, default=128.0, help="field of view in µas")
-    b.add_argument("--seed", type=int, default=0)
-    b.add_argument("--overwrite", action="store_true")
-    b.add_argument("--dry-run", action="store_true", help="print the resolved settings and exit")
-    b.set_defaults(_prepare=_run_black_holes)
-
-
-def _sigma_arg(text: str) -> float | str:
-    return text if text == "auto" else float(text)
-
-
-def _run_fastmri(args: argparse.Namespace) -> int:
-    settings = {
-        "inputs": [str(p) for p in args.inputs],
-        "output": str(args.output),
-        "acceleration": args.acceleration,
-        "center_fraction": args.center_fraction,
-        "mask_kind": args.mask_kind,
-        "resolution": args.resolution,
-        "recon_size": args.recon_size,
-        "drop_fraction": args.drop_fraction,
-        "mask_per": args.mask_per,
-        "seed": args.seed,
-        "sigma_n": args.sigma_n,
-        "targets_output": None if args.targets is None else str(args.targets),
-        "overwrite": args.overwrite,
-        "device": args.device,
-    }
-    if args.dry_run:
-        print(json.dumps(settings, indent=2))
-        return 0
-    kwargs = {k: v for k, v in settings.items() if k not in ("inputs", "output")}
-    out = prepare_fastmri(args.inputs, args.output, **kwargs)
-    with h5py.File(out, "r") as f:
-        n = f["y"].shape[0]
-    print(f"wrote {n} undersampled slices to {out}")
-    return 0
-
-
-def _run_synthetic(args: argparse.Namespace) -> int:
-    from ambient_science.datasets.synthetic_knee import write_synthetic_knee_dataset
-
-    settings = {
-        "output": str(args.output),
-        "num_volumes": args.volumes,
-        "num_slices": args.slices,
-        "recon_size": [args.recon_size, args.recon_size],
-        "num_coils": args.coils,
-        "noise_level": args.noise,
-        "seed": args.seed,
-    }
-    if args.dry_run:
-        print(json.dumps(settings, indent=2))
-        return 0
-    paths = write_synthetic_knee_dataset(
-        args.output,
-        args.volumes,
-        seed=args.seed,
-        overwrite=args.overwrite,
-        num_slices=args.slices,
-        recon_size=(args.recon_size, args.recon_size),
-        num_coils=args.coils,
-        noise_level=args.noise,
-    )
-    print(f"wrote {len(paths)} SYNTHETIC knee volumes to {args.output}")
-    return 0
-
-
-def _run_black_holes(args: argparse.Namespace) -> int:
-    """Simulate records with :func:`ambient_science.eht_pipeline.training_records` (the coverage law of
-    ``examples/black_hole.py``) and write them; the images never reach the file."""
-    from ambient_science.eht_pipeline import COVERAGE_LAW, TRAIN_GAINS, training_records
-
-    settings = {"output": str(args.output), "records": args.records, "npix": args.npix, "fov_uas": args.fov_uas,
-                "seed": args.seed, "coverage_law": COVERAGE_LAW, "gains": TRAIN_GAINS}  # fmt: skip
-    if args.dry_run:
-        print(json.dumps(settings, indent=2))
-        return 0
-    if args.output.exists() and not args.overwrite:
-        raise FileExistsError(f"{args.output} exists; pass --overwrite to replace it")
-    ds = training_records(args.records, args.npix, args.fov_uas, seed=args.seed)
-    save_measurements(args.output, ds.y, ds.params, ds.family, sigma_n=ds.sigma_n, overwrite=args.overwrite,
-                      metadata={"source": "SYNTHETIC black holes (visibilities only)", **settings})  # fmt: skip
-    print(f"wrote {len(ds)} SYNTHETIC black-hole observations (visibilities only) to {args.output}")
-    return 0
-
-
-def run(args: argparse.Namespace) -> int:
-    return int(args._prepare(args))

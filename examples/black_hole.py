@@ -4,7 +4,7 @@ What it shows. Synthetic black-hole-like images (rings, crescents, blobs, with t
 random EHT 2017 coverages (random source declinations, observing windows, station drop-outs), with
 thermal noise and residual station gains. Only these measurement records (visibilities + coverage: uv
 points, stations, times, noise) enter training: an ambient diffusion prior is trained on them with the
-project's trainer (``ambient_science.trainer.train``) and the interferometer family's further corruption
+project's trainer (``ambient_science.training.trainer.train``) and the interferometer family's further corruption
 (random stations, baselines and time blocks dropped). No image ever enters training. Held-out synthetic
 observations, with uncalibrated station phases, are then imaged from closure phases, log closure
 amplitudes and the total flux by DAPS and A-DPS through the prior, and compared with regularised maximum
@@ -93,9 +93,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import numpy as np
 import torch
 
-from ambient_science import eht_pipeline as eht
-from ambient_science.distributed import resolve_device
-from ambient_science.eht_pipeline import (
+from ambient_science.pipelines import eht as eht
+from ambient_science.pipelines.eht import (
     SamplerSettings,
     closure_observation,
     dirty_image,
@@ -104,6 +103,7 @@ from ambient_science.eht_pipeline import (
     rml_baseline,
     zero_baseline_flux,
 )
+from ambient_science.training.distributed import resolve_device
 
 SHIPPED = "black-hole-eht2017-32"  # ambient_science.pretrained: trained from visibilities only, on this grid
 BASELINES = ("rml", "dirty")
@@ -238,9 +238,9 @@ def test_set(setup: Setup, seed: int) -> list[TestCase]:
 
 def train_prior(setup: Setup, args: argparse.Namespace) -> tuple[Path, dict]:
     """Train the ambient prior on the measurement records; returns the checkpoint and the budget spent."""
-    from ambient_science.losses import LossConfig
-    from ambient_science.train_config import RunConfig, TrainConfig
-    from ambient_science.trainer import train
+    from ambient_science.pipelines.training import train
+    from ambient_science.training.config import RunConfig, TrainConfig
+    from ambient_science.training.losses import LossConfig
 
     t0 = time.perf_counter()
     dataset = training_set(setup, args.seed)
@@ -468,7 +468,7 @@ def load_priors(setup: Setup, args: argparse.Namespace) -> tuple[dict, dict, Set
     and ``ambient_this_run`` (trained here unless ``--no-training``; with ``--uvfits`` only when no other
     prior is at hand). Returns ``(priors, train_info, setup)``."""
     from ambient_science import pretrained
-    from ambient_science.prior import load_prior
+    from ambient_science.sampling.prior import load_prior
 
     device = resolve_device(args.device)
     priors, info = {}, {}

@@ -65,11 +65,11 @@ from ambient_science.datasets.black_holes import BlackHoleImageConfig, sample_bl
 from ambient_science.datasets.measurements import MeasurementDataset
 from ambient_science.family import OperatorFamily
 from ambient_science.operators.pixel import CleanFamily, PixelMaskFamily
-from ambient_science.prior import Prior
-from ambient_science.samplers import initial_noise, sample_heun
+from ambient_science.pipelines.training import train
+from ambient_science.sampling.prior import Prior
+from ambient_science.sampling.samplers import initial_noise, sample_heun
 from ambient_science.schedules import SIGMA_MAX, edm_sigmas
-from ambient_science.train_config import RunConfig, TrainConfig
-from ambient_science.trainer import train
+from ambient_science.training.config import RunConfig, TrainConfig
 
 __all__ = ["QUICK", "MemorizationConfig", "main", "run"]
 

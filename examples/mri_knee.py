@@ -64,15 +64,15 @@ from ambient_science import pretrained
 from ambient_science.datasets.measurements import MeasurementFile
 from ambient_science.datasets.prepare import load_targets, prepare_fastmri
 from ambient_science.datasets.synthetic_knee import write_synthetic_knee_dataset
-from ambient_science.distributed import resolve_device
-from ambient_science.likelihoods import GaussianLikelihood
-from ambient_science.losses import LossConfig
 from ambient_science.metrics.mri import evaluate_volume
 from ambient_science.operators.mri_recon import cg_sense, l1_wavelet
-from ambient_science.prior import Prior, load_prior
-from ambient_science.reconstruct import reconstruct
-from ambient_science.train_config import DataConfig, RunConfig, TrainConfig
-from ambient_science.trainer import train
+from ambient_science.pipelines.training import train
+from ambient_science.sampling.likelihoods import GaussianLikelihood
+from ambient_science.sampling.prior import Prior, load_prior
+from ambient_science.sampling.reconstruction import reconstruct
+from ambient_science.training.config import DataConfig, RunConfig, TrainConfig
+from ambient_science.training.distributed import resolve_device
+from ambient_science.training.losses import LossConfig
 
 CENTER_FRACTION = {4: 0.08, 8: 0.04}  # fastMRI's pairs
 RANK = int(os.environ.get("RANK", "0"))  # set by torchrun

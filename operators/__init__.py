@@ -7,7 +7,7 @@ their ``name`` to the class.
 
 from ambient_science.operators.closure import ClosureData, ClosureIndex, closure_data, closure_index
 from ambient_science.operators.eht_arrays import StationTable, load_array, read_array
-from ambient_science.operators.eht_noise import simulate_observation
+from ambient_science.operators.eht_observe import simulate_observation
 from ambient_science.operators.interferometry import Interferometer, InterferometerFamily, uas_to_rad
 from ambient_science.operators.mri import CartesianMRI, CartesianMRIFamily, fft2c, ifft2c
 from ambient_science.operators.pixel import (

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ambient_science.operators.mri import ifft2c
+from ambient_science.operators.fourier import ifft2c
 
 __all__ = ["birdcage_maps", "espirit_maps"]
 

@@ -25,6 +25,8 @@ from torch import Tensor
 
 from ambient_science.family import OperatorFamily
 from ambient_science.linop import SubsampledOperator
+from ambient_science.operators.coils import birdcage_maps
+from ambient_science.operators.fourier import checkerboards, fft2c, ifft2c
 from ambient_science.operators.mri_masks import (
     COLUMN_KINDS,
     MASK_KINDS,
@@ -36,44 +38,6 @@ from ambient_science.operators.mri_masks import (
 )
 
 __all__ = ["CartesianMRI", "CartesianMRIFamily", "fft2c", "ifft2c"]
-
-_DIMS = (-2, -1)
-
-
-def _checkerboards(H: int, W: int, device: torch.device) -> tuple[Tensor, Tensor] | None:
-    """``(c, s c)`` with ``c = (-1)^(i + j)`` and ``s = (-1)^(H/2 + W/2)``, ``(H, W)`` float32; None for odd sizes.
-
-    For even ``N`` a shift by ``N/2`` is a modulation by ``(-1)^k`` in the other domain, so
-    ``fftshift(fft2(ifftshift(x))) = s c ⊙ fft2(c ⊙ x)`` (and likewise with ``ifft2``): two sign flips
-    instead of four copies of the array (``torch.roll``), which took half the time of a SENSE operator.
-    """
-    if H % 2 or W % 2:
-        return None
-    c = (1.0 - 2.0 * (torch.arange(H, device=device) % 2))[:, None] * (1.0 - 2.0 * (torch.arange(W, device=device) % 2))
-    return c, (-c if (H // 2 + W // 2) % 2 else c)
-
-
-def fft2c(x: Tensor) -> Tensor:
-    """Centred orthonormal 2-D FFT over the last two axes: ``fftshift(fft2(ifftshift(x), norm="ortho"))``.
-
-    Shape: ``(..., H, W)`` complex -> ``(..., H, W)`` complex.
-    """
-    boards = _checkerboards(*x.shape[-2:], x.device)
-    if boards is not None:
-        return torch.fft.fft2(x * boards[0], norm="ortho") * boards[1]
-    return torch.fft.fftshift(torch.fft.fft2(torch.fft.ifftshift(x, dim=_DIMS), norm="ortho"), dim=_DIMS)
-
-
-def ifft2c(y: Tensor) -> Tensor:
-    """Inverse (= adjoint) of :func:`fft2c`: ``fftshift(ifft2(ifftshift(y), norm="ortho"))``.
-
-    Shape: ``(..., H, W)`` complex -> ``(..., H, W)`` complex.
-    """
-    boards = _checkerboards(*y.shape[-2:], y.device)
-    if boards is not None:
-        return torch.fft.ifft2(y * boards[0], norm="ortho") * boards[1]
-    return torch.fft.fftshift(torch.fft.ifft2(torch.fft.ifftshift(y, dim=_DIMS), norm="ortho"), dim=_DIMS)
-
 
 def _conj_times(z: Tensor, f: Tensor) -> Tensor:
     """``conj(z) ⊙ f`` for a real ``f`` broadcastable to ``z``, in one pass (a multiply by a conjugate view of
@@ -167,7 +131,7 @@ class CartesianMRI(SubsampledOperator):
     # The conjugate form lets the coil sum use S itself (sum_c conj(S_c) z_c = conj(sum_c S_c conj(z_c))).
     def _forward(self, x: Tensor) -> Tensor:
         x = _as_complex(x)
-        boards = _checkerboards(*self.ishape[2:], x.device)
+        boards = checkerboards(*self.ishape[2:], x.device)
         if boards is None:
             coil_images = x if self.coil_maps is None else self.coil_maps * x
             return self.observed * fft2c(coil_images)
@@ -177,7 +141,7 @@ class CartesianMRI(SubsampledOperator):
 
     def _adjoint(self, y: Tensor) -> Tensor:
         y = _as_complex(y)
-        boards = _checkerboards(*self.ishape[2:], y.device)
+        boards = checkerboards(*self.ishape[2:], y.device)
         if boards is None:
             coil_images = ifft2c(self.observed * y)
             if self.coil_maps is None:
@@ -192,7 +156,7 @@ class CartesianMRI(SubsampledOperator):
         # M is a 0/1 projection: A^H A x = sum_c conj(S_c) F^H M F (S_c x); for even sizes the signs c cancel
         # between F and F^H but for the ones on x: A^H A x = c ⊙ conj(sum_c S_c fft2(M ⊙ conj(fft2(S_c c x)))).
         x = _as_complex(x)
-        boards = _checkerboards(*self.ishape[2:], x.device)
+        boards = checkerboards(*self.ishape[2:], x.device)
         if boards is None:
             if self.coil_maps is None:
                 return ifft2c(self.observed * fft2c(x))
@@ -304,8 +268,6 @@ class CartesianMRIFamily(OperatorFamily):
         if self.num_coils is None:
             raise ValueError("simulated_coil_maps: this family is single-coil (num_coils=None)")
         if self._maps is None:
-            from ambient_science.operators.coils import birdcage_maps
-
             self._maps = birdcage_maps(self.num_coils, self.image_shape[1:], radius=self.coil_radius)
         return self._maps
 

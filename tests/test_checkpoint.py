@@ -6,8 +6,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from ambient_science import checkpoint as ckpt_module
-from ambient_science.checkpoint import (
+from ambient_science.ema import EMA
+from ambient_science.network import UNetConfig, build_network
+from ambient_science.operators import PixelMaskFamily
+from ambient_science.training import checkpoint as ckpt_module
+from ambient_science.training.checkpoint import (
     CheckpointError,
     list_checkpoints,
     load_checkpoint,
@@ -16,9 +19,6 @@ from ambient_science.checkpoint import (
     save_checkpoint,
     verify_checkpoint,
 )
-from ambient_science.ema import EMA
-from ambient_science.network import UNetConfig, build_network
-from ambient_science.operators import PixelMaskFamily
 
 NET_CFG = UNetConfig(img_channels=1, cond_channels=1, model_channels=8, channel_mult=(1, 2), attn_levels=(1,))
 FAMILY = PixelMaskFamily((1, 8, 8), p=0.5, delta=0.1)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from ambient_science.cli import main
-from ambient_science.cli_reconstruct import parse_indices
+from ambient_science.cli.reconstruct import parse_indices
 from ambient_science.datasets.measurements import save_measurements
 from ambient_science.operators import PixelMaskFamily
 

@@ -6,11 +6,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from ambient_science.checkpoint import load_checkpoint
 from ambient_science.cli import main
 from ambient_science.datasets.measurements import save_measurements
 from ambient_science.operators import PixelMaskFamily
-from ambient_science.train_config import apply_overrides, load_config_file, run_config_from_dict
+from ambient_science.training.checkpoint import load_checkpoint
+from ambient_science.training.config import apply_overrides, load_config_file, run_config_from_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = [

@@ -11,12 +11,12 @@ import torch
 from torch.utils.data import default_collate
 
 from ambient_science.datasets.measurements import MeasurementDataset, save_measurements
-from ambient_science.distributed import DistInfo, ResumableSampler
-from ambient_science.losses import NoisyAmbientLoss
 from ambient_science.network import UNetConfig
 from ambient_science.operators import PixelMaskFamily
-from ambient_science.train_config import TrainConfig
-from ambient_science.trainer import _init_network, step_seed, train_step
+from ambient_science.training.config import TrainConfig
+from ambient_science.training.distributed import DistInfo, ResumableSampler
+from ambient_science.training.losses import NoisyAmbientLoss
+from ambient_science.training.trainer import _init_network, step_seed, train_step
 
 pytestmark = pytest.mark.slow
 
@@ -53,9 +53,9 @@ WORKER = textwrap.dedent(
     sys.path.insert(0, sys.argv[2])
     torch.set_num_threads(1)
     from test_ddp import _data, _net, SEED, BATCH
-    from ambient_science.distributed import init_distributed, shutdown_distributed, wrap_ddp
-    from ambient_science.losses import NoisyAmbientLoss
-    from ambient_science.trainer import make_loader, step_seed, train_step
+    from ambient_science.training.distributed import init_distributed, shutdown_distributed, wrap_ddp
+    from ambient_science.training.losses import NoisyAmbientLoss
+    from ambient_science.training.trainer import make_loader, step_seed, train_step
 
     info = init_distributed("cpu")
     data = _data()

@@ -20,7 +20,8 @@ from ambient_science.operators.closure import (
     log_closure_amplitude_sigmas,
     log_closure_amplitudes,
 )
-from ambient_science.operators.eht_noise import apply_station_gains, simulate_observation, station_gains
+from ambient_science.operators.eht_noise import apply_station_gains, station_gains
+from ambient_science.operators.eht_observe import simulate_observation
 from ambient_science.operators.interferometry import Interferometer, uas_to_rad
 from ambient_science.operators.uvcoverage import observe_coverage
 

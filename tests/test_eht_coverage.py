@@ -7,11 +7,11 @@ from ambient_science.operators.eht_arrays import ARRAY_NAMES, StationTable, load
 from ambient_science.operators.eht_noise import (
     add_thermal_noise,
     apply_station_gains,
-    simulate_observation,
     station_gains,
     stokes_i_sigma,
     thermal_sigma,
 )
+from ambient_science.operators.eht_observe import simulate_observation
 from ambient_science.operators.interferometry import uas_to_rad
 from ambient_science.operators.uvcoverage import (
     SPEED_OF_LIGHT,

@@ -135,7 +135,7 @@ def test_ring_fit_rejects_empty_images():
 
 
 def _coverage_observation(image: np.ndarray, seed: int = 0, **gains):
-    from ambient_science.operators.eht_noise import simulate_observation
+    from ambient_science.operators.eht_observe import simulate_observation
     from ambient_science.operators.uvcoverage import observe_coverage
 
     cov = observe_coverage("eht2017", ra_deg=187.7, dec_deg=12.39, mjd=57854, tstart_hr=0.0, duration_hr=10.0)

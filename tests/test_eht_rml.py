@@ -6,7 +6,7 @@ import torch
 from scipy.ndimage import map_coordinates
 
 from ambient_science.operators.closure import ClosureData
-from ambient_science.operators.eht_noise import simulate_observation
+from ambient_science.operators.eht_observe import simulate_observation
 from ambient_science.operators.interferometry import Interferometer, uas_to_rad
 from ambient_science.operators.rml import RMLWeights, gaussian_image, rml_image, rml_objective
 from ambient_science.operators.uvcoverage import observe_coverage

@@ -6,15 +6,15 @@ import numpy as np
 import pytest
 import torch
 
-from ambient_science.likelihoods import (
+from ambient_science.linop import Identity
+from ambient_science.operators import PixelMask, PixelMaskFamily
+from ambient_science.sampling.likelihoods import (
     ChiSquaredLikelihood,
     ChiSquaredTerm,
     FunctionLikelihood,
     GaussianLikelihood,
     Likelihood,
 )
-from ambient_science.linop import Identity
-from ambient_science.operators import PixelMask, PixelMaskFamily
 
 
 def _g(seed=0):
@@ -115,7 +115,7 @@ def test_chi_squared_likelihood_is_count_weighted_half_sum():
 
 def test_closure_likelihood_matches_chi2_and_is_gain_invariant():
     closure = pytest.importorskip("ambient_science.operators.closure")
-    from ambient_science.likelihoods import closure_likelihood
+    from ambient_science.sampling.likelihoods import closure_likelihood
 
     g = _g(7)
     stations = [(a, b) for a in range(4) for b in range(a + 1, 4)]  # 4 stations, one time: 3 cp, 2 lca

@@ -7,7 +7,9 @@ import torch
 from torch import nn
 
 from ambient_science.denoiser import network_denoise
-from ambient_science.losses import (
+from ambient_science.network import MLPConfig, UNetConfig, build_network
+from ambient_science.operators import CleanFamily, PixelMaskFamily
+from ambient_science.training.losses import (
     AmbientLoss,
     EDMLoss,
     LossConfig,
@@ -17,8 +19,6 @@ from ambient_science.losses import (
     image_noise,
     sample_sigma,
 )
-from ambient_science.network import MLPConfig, UNetConfig, build_network
-from ambient_science.operators import CleanFamily, PixelMaskFamily
 from conftest import FAMILIES
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -12,16 +12,16 @@ import pytest
 import torch
 
 from ambient_science import pretrained
-from ambient_science.checkpoint import CheckpointError, is_exported_prior, load_checkpoint
 from ambient_science.cli import main
-from ambient_science.cli_export import corruption_law
+from ambient_science.cli.export import corruption_law
 from ambient_science.datasets.measurements import save_measurements
-from ambient_science.likelihoods import GaussianLikelihood
 from ambient_science.network import build_network, network_config_from_dict
 from ambient_science.operators import CleanFamily, PixelMaskFamily
-from ambient_science.reconstruct import reconstruct
 from ambient_science.registry import family_from_config
-from ambient_science.train_config import _toml_loads
+from ambient_science.sampling.likelihoods import GaussianLikelihood
+from ambient_science.sampling.reconstruction import reconstruct
+from ambient_science.training.checkpoint import CheckpointError, is_exported_prior, load_checkpoint
+from ambient_science.training.config import _toml_loads
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPECTED = {"mri-knee-synthetic-r4", "mri-knee-synthetic-clean", "black-hole-eht2017-32"}

@@ -14,7 +14,7 @@ from torch import nn
 
 from ambient_science.family import check_subset
 from ambient_science.operators import CleanFamily, PixelMask, PixelMaskFamily
-from ambient_science.prior import AmbientDenoiser, Prior
+from ambient_science.sampling.prior import AmbientDenoiser, Prior
 
 H = W = 4
 N = H * W
@@ -184,9 +184,9 @@ def test_network_is_frozen_but_input_gradients_flow():
 
 
 def test_prior_from_checkpoint(tmp_path):
-    ckpt_mod = pytest.importorskip("ambient_science.checkpoint")
+    ckpt_mod = pytest.importorskip("ambient_science.training.checkpoint")
     network_mod = pytest.importorskip("ambient_science.network")
-    from ambient_science.prior import load_prior
+    from ambient_science.sampling.prior import load_prior
 
     family = PixelMaskFamily((1, H, W), p=0.3)
     config = network_mod.MLPConfig(img_channels=1, cond_channels=1, height=H, width=W, hidden=16, depth=1)

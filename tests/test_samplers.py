@@ -29,20 +29,20 @@ import pytest
 import torch
 from analytic_gaussian import GaussianDenoiserNet, gaussian_posterior, smooth_covariance
 
-import ambient_science.likelihoods
-import ambient_science.posterior
-import ambient_science.prior
-import ambient_science.samplers
-import ambient_science.samplers_daps
-import ambient_science.samplers_dps
+import ambient_science.sampling.daps
+import ambient_science.sampling.dps
+import ambient_science.sampling.likelihoods
+import ambient_science.sampling.posterior
+import ambient_science.sampling.prior
+import ambient_science.sampling.samplers
 import ambient_science.schedules
-from ambient_science.likelihoods import FunctionLikelihood, GaussianLikelihood
 from ambient_science.operators import CleanFamily, PixelMask, PixelMaskFamily
-from ambient_science.posterior import sample_posterior, summarize
-from ambient_science.prior import Prior
-from ambient_science.samplers import initial_noise, one_step, sample_euler, sample_heun
-from ambient_science.samplers_daps import r_gaussian, sample_daps
-from ambient_science.samplers_dps import sample_adps
+from ambient_science.sampling.daps import r_gaussian, sample_daps
+from ambient_science.sampling.dps import sample_adps
+from ambient_science.sampling.likelihoods import FunctionLikelihood, GaussianLikelihood
+from ambient_science.sampling.posterior import sample_posterior, summarize
+from ambient_science.sampling.prior import Prior
+from ambient_science.sampling.samplers import initial_noise, one_step, sample_euler, sample_heun
 from ambient_science.schedules import edm_sigmas
 
 H = W = 4
@@ -331,12 +331,12 @@ def test_summarize_complex_samples():
 # -- devices -------------------------------------------------------------------------------------------------
 MODULES = [
     ambient_science.schedules,
-    ambient_science.samplers,
-    ambient_science.samplers_dps,
-    ambient_science.samplers_daps,
-    ambient_science.likelihoods,
-    ambient_science.prior,
-    ambient_science.posterior,
+    ambient_science.sampling.samplers,
+    ambient_science.sampling.dps,
+    ambient_science.sampling.daps,
+    ambient_science.sampling.likelihoods,
+    ambient_science.sampling.prior,
+    ambient_science.sampling.posterior,
 ]
 
 

@@ -7,12 +7,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from ambient_science.checkpoint import CheckpointError, load_checkpoint
 from ambient_science.datasets.measurements import MeasurementDataset
 from ambient_science.ema import EMA
 from ambient_science.operators import PixelMaskFamily
-from ambient_science.train_config import RunConfig, TrainConfig
-from ambient_science.trainer import NonFiniteError, learning_rate, train
+from ambient_science.pipelines.training import train
+from ambient_science.training.checkpoint import CheckpointError, load_checkpoint
+from ambient_science.training.config import RunConfig, TrainConfig
+from ambient_science.training.trainer import NonFiniteError, learning_rate
 
 NETWORK = {"model_channels": 8, "channel_mult": [1, 2], "attn_levels": [1], "num_blocks": 1}
 

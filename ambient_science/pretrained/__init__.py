@@ -8,14 +8,14 @@
 
 Each prior is a directory ``<name>/`` beside this file with ``weights.safetensors`` (EMA weights) and
 ``prior.json`` (network, operator family, loss, training config and the model card), the layout of
-:func:`ambient_science.checkpoint.export_prior`. ``README.md`` here holds the model cards in prose: data,
+:func:`ambient_science.training.checkpoint.export_prior`. ``README.md`` here holds the model cards in prose: data,
 corruption law, network, budget, machine, the exact commands and the commit that trained each prior.
 
 The card's ``kind`` is ``"ambient"`` (trained from undersampled / sparse measurements; the card's
 ``corruption`` names the law) or ``"clean"`` (a baseline trained on fully sampled images, ``corruption`` is
 ``"none"``). Exporting refuses an ``"ambient"`` label on data that were not corrupted.
 
-Any path accepted by ``--prior`` or :func:`ambient_science.prior.load_prior` may also be such a directory.
+Any path accepted by ``--prior`` or :func:`ambient_science.sampling.prior.load_prior` may also be such a directory.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 if TYPE_CHECKING:
-    from ambient_science.prior import Prior
+    from ambient_science.sampling.prior import Prior
 
 __all__ = ["ROOT", "available", "budget", "card", "info", "load", "path"]
 
@@ -67,8 +67,8 @@ def budget(name: str) -> dict[str, Any]:
 
 
 def load(name: str, *, map_location: torch.device | str | None = None) -> Prior:
-    """The shipped prior ``name`` as a :class:`~ambient_science.prior.Prior` (EMA network, frozen, eval mode),
+    """The shipped prior ``name`` as a :class:`~ambient_science.sampling.prior.Prior` (EMA network, frozen, eval mode),
     with its weights' SHA-256 checked."""
-    from ambient_science.prior import load_prior
+    from ambient_science.sampling.prior import load_prior
 
     return load_prior(path(name), map_location=map_location)

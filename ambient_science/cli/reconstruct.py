@@ -26,7 +26,7 @@ __all__ = ["add_arguments", "run"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ambient_science.reconstruct import METHODS
+    from ambient_science.sampling.reconstruction import METHODS
 
     parser.add_argument("--checkpoint", required=True, help="checkpoint directory, or a training run directory")
     parser.add_argument("--measurements", required=True, help="measurement file (ambient_science.datasets)")
@@ -80,10 +80,10 @@ def run(args: argparse.Namespace) -> int:
     from torch.utils.data import DataLoader, Subset
 
     from ambient_science.datasets.measurements import MeasurementFile
-    from ambient_science.distributed import resolve_device
-    from ambient_science.likelihoods import GaussianLikelihood
-    from ambient_science.prior import load_prior
-    from ambient_science.reconstruct import reconstruct
+    from ambient_science.sampling.likelihoods import GaussianLikelihood
+    from ambient_science.sampling.prior import load_prior
+    from ambient_science.sampling.reconstruction import reconstruct
+    from ambient_science.training.distributed import resolve_device
 
     out = Path(args.out)
     target_file = out / "reconstructions.h5"

@@ -7,9 +7,9 @@ sampler steps across all ``S`` runs (the sampler's ``callback`` advances it).
 
     >>> import torch
     >>> from ambient_science.linop import Identity
-    >>> from ambient_science.likelihoods import GaussianLikelihood
-    >>> from ambient_science.samplers import initial_noise
-    >>> from ambient_science.samplers_daps import sample_daps
+    >>> from ambient_science.sampling.likelihoods import GaussianLikelihood
+    >>> from ambient_science.sampling.samplers import initial_noise
+    >>> from ambient_science.sampling.daps import sample_daps
     >>> from ambient_science.schedules import edm_sigmas
     >>> D = lambda x, sigma: x / (1 + sigma.reshape(-1, 1, 1, 1) ** 2)   # the denoiser of N(0, I)
     >>> lik = GaussianLikelihood(Identity((1, 1, 4, 4)), torch.zeros(1, 1, 4, 4), sigma=1.0)
@@ -32,7 +32,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ambient_science.samplers import Callback
+from ambient_science.sampling.samplers import Callback
 
 __all__ = ["PosteriorSummary", "sample_posterior", "summarize"]
 

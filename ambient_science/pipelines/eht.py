@@ -23,7 +23,7 @@ position; the flux ``F`` is the zero-baseline flux, assumed known as in EHT imag
 free: compare images after the best shift).
 
 Sampling (:func:`reconstruct_closure`): ``S`` samples of every observation in one batch, by DAPS (the
-library's :func:`~ambient_science.samplers_daps.sample_daps`, one level at a time so that its Langevin step
+library's :func:`~ambient_science.sampling.daps.sample_daps`, one level at a time so that its Langevin step
 follows the likelihood's curvature at the previous level's ``x_0``) or A-DPS; then per sample a
 data-consistency step (the MAP of ``N(x; x̂, r²) exp(−L(x))`` from the prior's last estimate ``x̂``, over
 ``x = exp(z) > 0``), the total flux, the best shift onto the best-fitting sample; the samples that fit the
@@ -44,13 +44,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ambient_science.likelihoods import Likelihood
+from ambient_science.sampling.likelihoods import Likelihood
 
 if TYPE_CHECKING:
     from ambient_science.datasets.uvfits import Observation
     from ambient_science.operators.closure import ClosureData
     from ambient_science.operators.interferometry import Interferometer
-    from ambient_science.prior import Prior
+    from ambient_science.sampling.prior import Prior
 
 __all__ = [
     "COVERAGE_LAW",
@@ -361,8 +361,8 @@ def reconstruct_closure(
     """
     from tqdm.auto import tqdm
 
-    from ambient_science.samplers import initial_noise
-    from ambient_science.samplers_dps import sample_adps
+    from ambient_science.sampling.dps import sample_adps
+    from ambient_science.sampling.samplers import initial_noise
     from ambient_science.schedules import edm_sigmas
 
     cfg = settings or SamplerSettings()
@@ -479,7 +479,7 @@ def _align(images: Tensor, reference: Tensor) -> Tensor:
 def _daps(D, x: Tensor, sigmas: Tensor, lik: ClosureLikelihood, cfg: SamplerSettings, generator, callback, x0_start):
     """DAPS one level at a time, with the Langevin step scaled by the likelihood's curvature at the previous
     level's ``x_0`` (the closure χ² is far stiffer near smooth images, whose long-baseline visibilities vanish)."""
-    from ambient_science.samplers_daps import sample_daps
+    from ambient_science.sampling.daps import sample_daps
 
     state = {"x0": x0_start, "x0_hat": x0_start}
 

@@ -104,8 +104,8 @@ def _machine() -> str:
 
 def build_card(run_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
     """The model card of the run's latest checkpoint (module docstring)."""
-    from ambient_science.checkpoint import load_checkpoint, resolve_checkpoint
     from ambient_science.datasets.measurements import MeasurementFile
+    from ambient_science.training.checkpoint import load_checkpoint, resolve_checkpoint
 
     ckpt = load_checkpoint(run_dir)
     config = ckpt.config
@@ -191,7 +191,7 @@ def render_cards(root: Path) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ambient_science.checkpoint import CheckpointError, export_prior
+    from ambient_science.training.checkpoint import CheckpointError, export_prior
 
     if args.out_root is None:
         from ambient_science import pretrained

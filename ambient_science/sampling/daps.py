@@ -17,9 +17,9 @@ tests/test_samplers.py) with the defaults and 100 levels: posterior mean off by 
 Monte-Carlo floor), per-pixel variance off by 5 %; 50 levels: 0.08 and 6–9 %.
 
     >>> import torch
-    >>> from ambient_science.likelihoods import GaussianLikelihood
+    >>> from ambient_science.sampling.likelihoods import GaussianLikelihood
     >>> from ambient_science.linop import Identity
-    >>> from ambient_science.samplers import initial_noise
+    >>> from ambient_science.sampling.samplers import initial_noise
     >>> from ambient_science.schedules import edm_sigmas
     >>> g = torch.Generator().manual_seed(0)
     >>> D = lambda x, sigma: x / (1 + sigma.reshape(-1, 1, 1, 1) ** 2)   # the denoiser of N(0, I)
@@ -38,8 +38,8 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from ambient_science.likelihoods import Likelihood
-from ambient_science.samplers import (
+from ambient_science.sampling.likelihoods import Likelihood
+from ambient_science.sampling.samplers import (
     Callback,
     DataConsistency,
     append_dims,
@@ -50,7 +50,7 @@ from ambient_science.samplers import (
 from ambient_science.schedules import edm_sigmas
 
 if TYPE_CHECKING:
-    from ambient_science.prior import Denoiser
+    from ambient_science.sampling.prior import Denoiser
 
 __all__ = ["ode_x0", "r_daps", "r_gaussian", "sample_daps"]
 
@@ -113,7 +113,7 @@ def sample_daps(
         x: the start at ``sigmas[0]``.
         sigmas: annealing levels, decreasing, ending at 0 (e.g. ``edm_sigmas(100, sigma_max=10)``; on the
             analytic prior 100 levels halve the mean error of 50).
-        likelihood: any :class:`~ambient_science.likelihoods.Likelihood`; only ``loss``/``grad`` are used.
+        likelihood: any :class:`~ambient_science.sampling.likelihoods.Likelihood`; only ``loss``/``grad`` are used.
         generator: draws the Langevin and re-noising noise.
         callback: called per level with ``i, sigma, sigma_next, x, x0_hat, x0, loss``.
         ode_steps: Euler steps for ``x̂_0``. 1 (default) is Tweedie's ``D(x; σ)``; DAPS uses 5, which sharpens

@@ -128,7 +128,7 @@ class Prior:
         cls, path: str | Path, *, map_location: torch.device | str | None = None, freeze: bool = True
     ) -> Prior:
         """The prior of a training checkpoint: its EMA network and its operator family."""
-        from ambient_science.checkpoint import load_checkpoint  # core modules load lazily
+        from ambient_science.training.checkpoint import load_checkpoint  # core modules load lazily
 
         ckpt = load_checkpoint(path, map_location=map_location)
         return cls(ckpt.network, ckpt.family, freeze=freeze)

@@ -50,6 +50,9 @@ from torch import Tensor, nn
 
 from ambient_science.ema import EMA
 from ambient_science.family import OperatorFamily
+from ambient_science.network import build_network, network_config_from_dict
+from ambient_science.registry import family_from_config
+from ambient_science.version import __version__
 
 __all__ = [
     "PRIOR_FORMAT",
@@ -178,8 +181,6 @@ def save_checkpoint(
 
     Returns: the path of the new checkpoint.
     """
-    from ambient_science import __version__
-
     root = Path(directory)
     root.mkdir(parents=True, exist_ok=True)
     name = f"checkpoint-{int(step):08d}"
@@ -338,9 +339,6 @@ def load_checkpoint(
         map_location: device for the weights (default CPU).
         weights: ``"ema"`` (default) or ``"model"``.
     """
-    from ambient_science.network import build_network, network_config_from_dict
-    from ambient_science.registry import family_from_config
-
     if weights not in ("ema", "model"):
         raise ValueError(f"weights must be 'ema' or 'model', got {weights!r}")
     if is_exported_prior(path):

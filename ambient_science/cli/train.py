@@ -5,7 +5,7 @@
     ambient-science train configs/pixel_mask_toy.toml --resume           # continue out_dir's latest checkpoint
     torchrun --nproc_per_node=2 -m ambient_science.cli train configs/pixel_mask_toy.toml   # DDP
 
-Config format: :mod:`ambient_science.train_config`.
+Config format: :mod:`ambient_science.training.config`.
 """
 
 from __future__ import annotations
@@ -44,8 +44,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def resolve(args: argparse.Namespace):
-    """The :class:`~ambient_science.train_config.RunConfig` from the file, ``--set`` and the shortcut flags."""
-    from ambient_science.train_config import apply_overrides, load_config_file, run_config_from_dict
+    """The :class:`~ambient_science.training.config.RunConfig` from the file, ``--set`` and the shortcut flags."""
+    from ambient_science.training.config import apply_overrides, load_config_file, run_config_from_dict
 
     raw = load_config_file(args.config) if args.config else {}
     shortcuts = {
@@ -61,8 +61,8 @@ def resolve(args: argparse.Namespace):
 
 def _dry_run(config) -> dict:
     """The resolved config, plus the family and full network config when the data file is readable."""
-    from ambient_science.train_config import resolve_network_config
-    from ambient_science.trainer import prepare_data
+    from ambient_science.pipelines.training import prepare_data
+    from ambient_science.training.config import resolve_network_config
 
     out = config.to_dict()
     if config.data.path and Path(config.data.path).is_file():
@@ -84,8 +84,9 @@ def run(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(json.dumps(_dry_run(config), indent=2, sort_keys=True))
         return 0
-    from ambient_science.checkpoint import CheckpointError
-    from ambient_science.trainer import NonFiniteError, train
+    from ambient_science.pipelines.training import train
+    from ambient_science.training.checkpoint import CheckpointError
+    from ambient_science.training.trainer import NonFiniteError
 
     try:
         result = train(config)

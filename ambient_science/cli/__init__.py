@@ -11,28 +11,28 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from ambient_science.version import __version__
+
 __all__ = ["main"]
 
 # subcommand -> (module defining ``add_arguments(parser)`` and ``run(args) -> int``, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "prepare": (
-        "ambient_science.datasets.prepare",
+        "ambient_science.cli.prepare",
         "raw data (e.g. fastMRI) -> an undersampled measurement file",
     ),
-    "train": ("ambient_science.cli_train", "train a diffusion prior (ambient or clean) from a config"),
-    "reconstruct": ("ambient_science.cli_reconstruct", "posterior sampling from a checkpoint and a measurement file"),
+    "train": ("ambient_science.cli.train", "train a diffusion prior (ambient or clean) from a config"),
+    "reconstruct": ("ambient_science.cli.reconstruct", "posterior sampling from a checkpoint and a measurement file"),
     "export-prior": (
-        "ambient_science.cli_export",
+        "ambient_science.cli.export",
         "a training run -> a shipped prior (EMA weights, config and model card)",
     ),
-    "audit": ("ambient_science.cli_audit", "memorisation audit: generated samples vs their nearest training images"),
+    "audit": ("ambient_science.cli.audit", "memorisation audit: generated samples vs their nearest training images"),
 }
 
 
 def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
     """The parser; only the ``selected`` subcommand's module is imported to add its arguments."""
-    from ambient_science import __version__
-
     parser = argparse.ArgumentParser(
         prog="ambient-science",
         description="Train diffusion priors from corrupted measurements only, and reconstruct with them.",

@@ -5,15 +5,15 @@ the same thing everywhere:
 
 * ``"one_step"`` (A-OS): ``D(Aᴴ y, σ_n)`` through ``Ã_inf`` drawn from the test operator (the input the
   network was trained on), averaged over ``num_draws`` draws; deterministic given the draws;
-* ``"dps"``: A-DPS (:func:`~ambient_science.samplers_dps.sample_adps`), ``num_samples`` posterior samples;
-* ``"daps"``: DAPS (:func:`~ambient_science.samplers_daps.sample_daps`), ``num_samples`` posterior samples.
+* ``"dps"``: A-DPS (:func:`~ambient_science.sampling.dps.sample_adps`), ``num_samples`` posterior samples;
+* ``"daps"``: DAPS (:func:`~ambient_science.sampling.daps.sample_daps`), ``num_samples`` posterior samples.
 
 Samples give a posterior mean and a per-pixel standard deviation (:class:`PosteriorSummary`).
 
     >>> import torch
-    >>> from ambient_science.likelihoods import GaussianLikelihood
+    >>> from ambient_science.sampling.likelihoods import GaussianLikelihood
     >>> from ambient_science.operators import CleanFamily, PixelMaskFamily
-    >>> from ambient_science.prior import Prior
+    >>> from ambient_science.sampling.prior import Prior
     >>> class Shrink(torch.nn.Module):                      # the exact denoiser of N(0, 0.25 I)
     ...     def forward(self, x, sigma, cond, project=None):
     ...         return x * 0.25 / (0.25 + sigma.reshape(-1, 1, 1, 1) ** 2)
@@ -32,13 +32,13 @@ from typing import Any, Literal
 
 import torch
 
-from ambient_science.likelihoods import GaussianLikelihood, Likelihood
 from ambient_science.linop import SubsampledOperator
-from ambient_science.posterior import PosteriorSummary, sample_posterior, summarize
-from ambient_science.prior import Prior
-from ambient_science.samplers import initial_noise, one_step
-from ambient_science.samplers_daps import sample_daps
-from ambient_science.samplers_dps import sample_adps
+from ambient_science.sampling.daps import sample_daps
+from ambient_science.sampling.dps import sample_adps
+from ambient_science.sampling.likelihoods import GaussianLikelihood, Likelihood
+from ambient_science.sampling.posterior import PosteriorSummary, sample_posterior, summarize
+from ambient_science.sampling.prior import Prior
+from ambient_science.sampling.samplers import initial_noise, one_step
 from ambient_science.schedules import edm_sigmas
 
 __all__ = ["METHODS", "reconstruct"]
@@ -75,7 +75,7 @@ def reconstruct(
         sigma_max: the first noise level (default: 80 for A-DPS, 10 for DAPS, as their papers).
         test_operator: the operator of the measurements; default ``likelihood.A`` when it has one.
         inference_operator: ``Ã_inf`` from the training law (``"law"``), from the test operator (``"test"``),
-            or observing everything (``"full"``, mask families; see :mod:`ambient_science.prior`) for the
+            or observing everything (``"full"``, mask families; see :mod:`ambient_science.sampling.prior`) for the
             samplers; the one-step estimate always uses ``"test"``.
         num_draws: ``K`` draws of ``Ã_inf`` averaged in the denoiser (1 for honest uncertainty maps).
         data_consistency: final data-consistency step (``"cg"`` or ``"replace"``), or none.

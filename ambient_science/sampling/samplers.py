@@ -1,11 +1,11 @@
 """Samplers as plain functions: unconditional EDM Euler / Heun, the one-step estimate, and shared helpers.
 
-Every sampler takes a denoiser ``D(x_σ, σ) ≈ E[x | x_σ]`` (see :mod:`ambient_science.prior`), the start
+Every sampler takes a denoiser ``D(x_σ, σ) ≈ E[x | x_σ]`` (see :mod:`ambient_science.sampling.prior`), the start
 ``x`` at ``sigmas[0]``, a schedule (:mod:`ambient_science.schedules`), an explicit ``torch.Generator``
 for its random draws and an optional ``callback(dict)`` called once per step. None wraps its work in
 ``torch.no_grad``: the caller may (recommended for the unconditional sampler and DAPS), and guidance
-enables gradients locally. Posterior samplers live in :mod:`ambient_science.samplers_dps` (A-DPS)
-and :mod:`ambient_science.samplers_daps` (DAPS).
+enables gradients locally. Posterior samplers live in :mod:`ambient_science.sampling.dps` (A-DPS)
+and :mod:`ambient_science.sampling.daps` (DAPS).
 
 Noise convention: ``x_σ = x + σ ε`` with ``ε ~ N(0, I)``; for complex images the real and imaginary
 parts of ``ε`` are each ``N(0, 1)`` (so each real coordinate of a complex image carries variance ``σ²``).
@@ -22,15 +22,17 @@ parts of ``ε`` are each ``N(0, 1)`` (so each real coordinate of a complex image
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from torch import Tensor
 
+from ambient_science.noise import append_dims, initial_noise, randn_like, sigma_like
+
 if TYPE_CHECKING:
-    from ambient_science.likelihoods import GaussianLikelihood
-    from ambient_science.prior import Denoiser
+    from ambient_science.sampling.likelihoods import GaussianLikelihood
+    from ambient_science.sampling.prior import Denoiser
 
 __all__ = [
     "Callback",
@@ -48,44 +50,6 @@ __all__ = [
 
 Callback = Callable[[dict[str, Any]], None]
 DataConsistency = Literal["cg", "replace"] | None
-
-
-def append_dims(v: Tensor, ndim: int) -> Tensor:
-    """``(B,)`` -> ``(B, 1, …, 1)`` with ``ndim`` dimensions, to broadcast per-sample scalars over images."""
-    return v.reshape(v.shape + (1,) * (ndim - v.ndim))
-
-
-def randn_like(x: Tensor, generator: torch.Generator) -> Tensor:
-    """``ε ~ N(0, I)`` shaped like ``x`` on ``x``'s device, drawn on the generator's device.
-
-    Complex ``x``: real and imaginary parts each ``N(0, 1)`` (the noise convention of this package).
-    """
-    if x.is_complex():
-        real = torch.empty((), dtype=x.dtype).real.dtype
-        e = torch.randn((2, *x.shape), generator=generator, device=generator.device, dtype=real)
-        return torch.complex(e[0], e[1]).to(x.device)
-    return torch.randn(x.shape, generator=generator, device=generator.device, dtype=x.dtype).to(x.device)
-
-
-def initial_noise(
-    shape: Sequence[int],
-    sigma: float,
-    *,
-    generator: torch.Generator,
-    dtype: torch.dtype = torch.float32,
-    device: torch.device | str | None = None,
-) -> Tensor:
-    """The start of a sampler, ``x_T = σ_max ε`` (complex convention as :func:`randn_like`).
-
-    Shape: ``shape`` on ``device`` (default: the generator's device).
-    """
-    device = torch.device(device) if device is not None else generator.device
-    return sigma * randn_like(torch.empty(tuple(shape), dtype=dtype, device=device), generator)
-
-
-def sigma_like(sigma: float, x: Tensor) -> Tensor:
-    """The noise level as the ``(B,)`` float32 tensor on ``x``'s device that denoisers take."""
-    return torch.full((x.shape[0],), float(sigma), device=x.device, dtype=torch.float32)
 
 
 def churn_gamma(sigma: float, num_steps: int, churn: float, s_tmin: float, s_tmax: float) -> float:

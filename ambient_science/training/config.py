@@ -29,8 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from ambient_science.family import OperatorFamily
-from ambient_science.losses import LossConfig
 from ambient_science.network import NetworkConfig, network_config_from_dict
+from ambient_science.training.losses import LossConfig
 
 __all__ = [
     "DataConfig",

@@ -1,12 +1,12 @@
 """One trainer for every operator family: ambient (or clean, ``A = I``) EDM training from measurements.
 
-    >>> # from ambient_science.train_config import RunConfig, DataConfig, TrainConfig
+    >>> # from ambient_science.training.config import RunConfig, DataConfig, TrainConfig
     >>> # train(RunConfig(data=DataConfig(path="train.h5"), train=TrainConfig(out_dir="runs/x", steps=1000)))
 
 Pieces (each a small function): data and loader (:func:`prepare_data`, :func:`make_loader`), the
 optimisation step (:func:`train_step`), the learning rate (:func:`learning_rate`), checkpoints
-(:mod:`ambient_science.checkpoint`), logging (:mod:`ambient_science.train_logging`), DDP
-(:mod:`ambient_science.distributed`).
+(:mod:`ambient_science.training.checkpoint`), logging (:mod:`ambient_science.training.log`), DDP
+(:mod:`ambient_science.training.distributed`).
 
 Randomness: no global RNG. Each rank's generator for the loss's draws (``Ã``, ``σ``, ``ε``) is re-seeded
 every step from ``(seed, rank, step)``; the data order is a permutation per epoch from ``seed + epoch``;
@@ -31,9 +31,15 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
 
-from ambient_science.checkpoint import CheckpointError, list_checkpoints, load_for_resume, save_checkpoint
-from ambient_science.distributed import (
+from ambient_science.ema import EMA
+from ambient_science.family import OperatorFamily
+from ambient_science.network import EDMDenoiser, NetworkConfig, build_network
+from ambient_science.registry import family_from_config
+from ambient_science.training.checkpoint import CheckpointError, list_checkpoints, load_for_resume, save_checkpoint
+from ambient_science.training.config import RunConfig, TrainConfig, resolve_network_config
+from ambient_science.training.distributed import (
     DistInfo,
     ResumableSampler,
     all_reduce_mean,
@@ -42,12 +48,9 @@ from ambient_science.distributed import (
     shutdown_distributed,
     wrap_ddp,
 )
-from ambient_science.ema import EMA
-from ambient_science.family import OperatorFamily
-from ambient_science.losses import AmbientLoss, NoisyAmbientLoss, build_loss
-from ambient_science.network import EDMDenoiser, NetworkConfig, build_network
-from ambient_science.train_config import RunConfig, TrainConfig, resolve_network_config
-from ambient_science.train_logging import MetricsLogger, heun_samples, save_image_grid
+from ambient_science.training.log import MetricsLogger, heun_samples, save_image_grid
+from ambient_science.training.losses import AmbientLoss, NoisyAmbientLoss, build_loss
+from ambient_science.version import __version__
 
 __all__ = [
     "NonFiniteError",
@@ -97,17 +100,25 @@ def learning_rate(cfg: TrainConfig, images_seen: int) -> float:
 
 
 def prepare_data(
-    config: RunConfig, dataset: Dataset | None = None, family: OperatorFamily | None = None
+    config: RunConfig,
+    dataset: Dataset | None = None,
+    family: OperatorFamily | None = None,
+    *,
+    open_data: Callable[[str], Dataset] | None = None,
 ) -> tuple[Dataset, OperatorFamily]:
-    """The measurement set and its operator family, with the config's ``[family]`` overrides applied."""
-    from ambient_science.registry import family_from_config
+    """The measurement set and its operator family, with the config's ``[family]`` overrides applied.
 
+    Without ``dataset``, ``open_data(config.data.path)`` reads it: the training layer knows no file format
+    (:func:`ambient_science.pipelines.training.train` passes the measurement-file reader).
+    """
     if dataset is None:
         if not config.data.path:
             raise ValueError("no training data: set data.path to a measurement file (or pass a dataset)")
-        from ambient_science.datasets.measurements import MeasurementFile
-
-        dataset = MeasurementFile(config.data.path)
+        if open_data is None:
+            raise ValueError(
+                "pass a dataset, or open_data to read data.path (ambient_science.pipelines.training.train does)"
+            )
+        dataset = open_data(config.data.path)
     if family is None:
         family = getattr(dataset, "family", None)
         if family is None:
@@ -245,8 +256,6 @@ def _init_network(net_cfg: NetworkConfig, cfg: TrainConfig, device: torch.device
 
 
 def _run_config_dict(config: RunConfig, net_cfg: NetworkConfig, family: OperatorFamily, sigma_data: float) -> dict:
-    from ambient_science import __version__
-
     plain = config.to_dict()
     return {
         "version": __version__,
@@ -352,25 +361,25 @@ def train(
     *,
     family: OperatorFamily | None = None,
     callback: Callable[[int, dict[str, Any]], None] | None = None,
+    open_data: Callable[[str], Dataset] | None = None,
 ) -> TrainResult:
-    """Train a diffusion prior from measurements (``config.data.path`` or ``dataset``); see the module doc.
+    """Train a diffusion prior from measurements (``dataset``, or ``open_data(config.data.path)``); see the
+    module doc. :func:`ambient_science.pipelines.training.train` reads measurement files.
 
     ``callback(step, metrics)`` runs on every rank after every step (progress hooks, tests).
     """
     info = init_distributed(config.train.device)
     try:
-        return _train(config, dataset, family, info, callback)
+        return _train(config, dataset, family, info, callback, open_data)
     finally:
         shutdown_distributed(info)
 
 
-def _train(config, dataset, family, info: DistInfo, callback) -> TrainResult:
-    from tqdm import tqdm
-
+def _train(config, dataset, family, info: DistInfo, callback, open_data) -> TrainResult:
     cfg = config.train
     out_dir, device = Path(cfg.out_dir), info.device
     ckpt_dir = out_dir / "checkpoints"
-    dataset, family = prepare_data(config, dataset, family)
+    dataset, family = prepare_data(config, dataset, family, open_data=open_data)
     net_cfg = resolve_network_config(config.network, family)
     raw = _init_network(net_cfg, cfg, device)
     ema = EMA(raw, cfg.ema_halflife_images, cfg.ema_rampup or None)

@@ -3,7 +3,7 @@
 The sample grid shows unconditional samples of the EMA network, drawn with a small deterministic EDM
 Heun sampler (Karras et al. 2022, Algorithm 1, schedule Eq. 5) through one fixed inference operator
 ``Ã_inf`` from the training corruption law (DESIGN.md §6): the network always sees ``Ã_infᴴ Ã_inf x``
-and ``c(Ã_inf)``. It is a training monitor only; :mod:`ambient_science.samplers` holds the real samplers.
+and ``c(Ã_inf)``. It is a training monitor only; :mod:`ambient_science.sampling.samplers` holds the real samplers.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from ambient_science.denoiser import network_denoise
 from ambient_science.family import OperatorFamily
-from ambient_science.losses import image_noise
+from ambient_science.training.losses import image_noise
 
 __all__ = ["MetricsLogger", "heun_samples", "save_image_grid"]
 

@@ -29,7 +29,7 @@ from ambient_science.channels import from_network, to_network
 from ambient_science.denoiser import network_denoise
 from ambient_science.family import OperatorFamily
 from ambient_science.linop import SubsampledOperator
-from ambient_science.network import append_dims
+from ambient_science.noise import append_dims
 
 __all__ = [
     "AmbientLoss",

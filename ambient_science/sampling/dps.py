@@ -20,9 +20,9 @@ tests/test_samplers.py): ``"score"`` with the inflated ``ζ``, 64 steps, ``churn
 ``ζ = 0.05``: 0.07–0.09 and 21–22 %; plain DPS (``ζ = 1``, no churn): 0.3–0.45 and variance 0.55× too small.
 
     >>> import torch
-    >>> from ambient_science.likelihoods import GaussianLikelihood
+    >>> from ambient_science.sampling.likelihoods import GaussianLikelihood
     >>> from ambient_science.linop import Identity
-    >>> from ambient_science.samplers import initial_noise
+    >>> from ambient_science.sampling.samplers import initial_noise
     >>> from ambient_science.schedules import edm_sigmas
     >>> g = torch.Generator().manual_seed(0)
     >>> D = lambda x, sigma: x / (1 + sigma.reshape(-1, 1, 1, 1) ** 2)   # the denoiser of N(0, I)
@@ -41,8 +41,8 @@ from typing import TYPE_CHECKING, Literal
 import torch
 from torch import Tensor
 
-from ambient_science.likelihoods import GaussianLikelihood, Likelihood
-from ambient_science.samplers import (
+from ambient_science.sampling.likelihoods import GaussianLikelihood, Likelihood
+from ambient_science.sampling.samplers import (
     Callback,
     DataConsistency,
     append_dims,
@@ -53,7 +53,7 @@ from ambient_science.samplers import (
 )
 
 if TYPE_CHECKING:
-    from ambient_science.prior import Denoiser
+    from ambient_science.sampling.prior import Denoiser
 
 __all__ = ["Guidance", "inflated_zeta", "sample_adps"]
 
@@ -120,15 +120,15 @@ def sample_adps(
 
     Args:
         denoiser: ``D(x_σ, σ)``, e.g. :meth:`Prior.denoiser`; differentiated with respect to its input.
-        x: the start at ``sigmas[0]`` (:func:`~ambient_science.samplers.initial_noise`).
+        x: the start at ``sigmas[0]`` (:func:`~ambient_science.sampling.samplers.initial_noise`).
         sigmas: decreasing noise levels ending at 0 (:func:`~ambient_science.schedules.edm_sigmas`).
-        likelihood: any :class:`~ambient_science.likelihoods.Likelihood` (linear or not).
+        likelihood: any :class:`~ambient_science.sampling.likelihoods.Likelihood` (linear or not).
         generator: draws the churn noise (needed when ``churn > 0``).
         callback: called after each step with ``i, sigma, sigma_next, x, denoised, loss``.
         zeta: guidance scale, a number or a function of ``σ̂``. Default (``None``, ``"score"`` with a
-            :class:`~ambient_science.likelihoods.GaussianLikelihood`): :func:`inflated_zeta` of the likelihood's
-            noise level and ``sigma_data``. ``"score"``: 1 is plain DPS. ``"normalized"``: a length in image
-            units per step; its total over the run matters (e.g. 0.05 for 64 steps at ``σ_n = 0.1``).
+            :class:`~ambient_science.sampling.likelihoods.GaussianLikelihood`): :func:`inflated_zeta` of the
+            likelihood's noise level and ``sigma_data``. ``"score"``: 1 is plain DPS. ``"normalized"``: a length
+            in image units per step; its total over the run matters (e.g. 0.05 for 64 steps at ``σ_n = 0.1``).
         guidance: ``"score"`` (default) or ``"normalized"`` (the DPS/A-DPS step), see the module docs.
         sigma_data: the data's std assumed by the default ``ζ`` (EDM's 0.5).
         heun: add EDM's second-order correction to the prior part of the step (one more network call).

@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 
 from ambient_science.linop import LinearOperator, SubsampledOperator, batch_dot, conjugate_gradient
-from ambient_science.samplers import randn_like
+from ambient_science.noise import randn_like
 
 if TYPE_CHECKING:
     from ambient_science.operators.closure import ClosureData

@@ -1,0 +1,37 @@
+"""Training from a measurement file: the trainer (:mod:`ambient_science.training`) with the file reader of
+:mod:`ambient_science.datasets.measurements` plugged in (the training layer knows no file format)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from torch.utils.data import Dataset
+
+import ambient_science.operators  # noqa: F401  (registers the built-in operator families)
+from ambient_science.datasets.measurements import MeasurementFile
+from ambient_science.family import OperatorFamily
+from ambient_science.training import trainer
+from ambient_science.training.config import RunConfig
+from ambient_science.training.trainer import TrainResult
+
+__all__ = ["prepare_data", "train"]
+
+
+def prepare_data(
+    config: RunConfig, dataset: Dataset | None = None, family: OperatorFamily | None = None
+) -> tuple[Dataset, OperatorFamily]:
+    """The measurement set (``dataset`` or the file ``config.data.path``) and its family with ``[family]`` applied."""
+    return trainer.prepare_data(config, dataset, family, open_data=MeasurementFile)
+
+
+def train(
+    config: RunConfig,
+    dataset: Dataset | None = None,
+    *,
+    family: OperatorFamily | None = None,
+    callback: Callable[[int, dict[str, Any]], None] | None = None,
+) -> TrainResult:
+    """Train a prior from ``dataset`` or from the measurement file ``config.data.path`` (see
+    :func:`ambient_science.training.trainer.train`)."""
+    return trainer.train(config, dataset, family=family, callback=callback, open_data=MeasurementFile)
