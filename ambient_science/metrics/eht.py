@@ -1,4 +1,4 @@
-"""Black-hole imaging metrics (DESIGN.md §8): aligned and blurred PSNR, nxcorr, ring diameter and PA, closure χ².
+"""Black-hole imaging metrics (docs/design.md §8): aligned and blurred PSNR, nxcorr, ring diameter and PA, closure χ².
 
 Images are real ``(N, N)`` arrays (or tensors; ``(1, N, N)`` and ``(1, 1, N, N)`` are squeezed) in the
 library convention: row 0 north, column 0 east, pixel size ``psize`` in radians. Angular results are
@@ -14,8 +14,7 @@ reported in µas, position angles in degrees east of north. Every metric returns
   angle ``arg Σ P(θ) e^{iθ}`` of the angular profile ``P(θ)`` of the ring annulus (first angular moment),
   its amplitude ``|Σ P e^{iθ}| / Σ P`` the asymmetry (``a/2`` for brightness ``∝ 1 + a cos(θ - PA)``).
 - :func:`closure_chi2`: normalised closure-phase and log-closure-amplitude χ² of an image against
-  observed visibilities, through ``operators.closure`` (imported when called; core does not import
-  operators at module level).
+  observed visibilities, through ``operators.closure``.
 
     >>> import numpy as np
     >>> a = np.zeros((32, 32)); a[10:14, 12:18] = 1.0
@@ -35,6 +34,9 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor
+
+from ambient_science.operators.closure import ClosureData
+from ambient_science.operators.interferometry import Interferometer
 
 __all__ = [
     "RingFit",
@@ -348,9 +350,6 @@ def closure_chi2(image: Any, obs: Any, psize: float, *, closure_data: Any | None
     Returns ``{"cphase": χ²_cp, "logcamp": χ²_lca}``; ``logcamp`` is ``nan`` when no time has 4 stations.
     Raises ``ValueError`` when no time has 3 stations (no closure phase).
     """
-    from ambient_science.operators.closure import ClosureData  # core must not import operators at load
-    from ambient_science.operators.interferometry import Interferometer
-
     img = _image(image)
     data = ClosureData.from_observation(obs) if closure_data is None else closure_data
     uv = torch.as_tensor(np.stack([np.asarray(obs.u, np.float64), np.asarray(obs.v, np.float64)], -1))
