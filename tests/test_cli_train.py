@@ -66,7 +66,7 @@ def test_training_errors_are_reported_without_a_traceback(data_file, tmp_path, c
     out = tmp_path / "run"
     common = ["train", "--data", str(data_file), "--out-dir", str(out), "--device", "cpu", *SMALL]
     assert main([*common, "--steps", "1"]) == 0
-    assert main([*common, "--steps", "2"]) == 1  # would overwrite the first run's checkpoints
+    assert main([*common, "--steps", "2"]) == 2  # would overwrite the first run's checkpoints
     assert "already holds checkpoints" in capsys.readouterr().err
-    assert main([*common, "--resume", str(tmp_path / "nowhere")]) == 1
+    assert main([*common, "--resume", str(tmp_path / "nowhere")]) == 2
     assert "no checkpoint at" in capsys.readouterr().err

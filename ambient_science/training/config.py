@@ -16,7 +16,10 @@ File format (every section and key optional; see ``configs/pixel_mask_toy.toml``
     [loss]                          # LossConfig: kind = "auto" | "ambient" | "noisy_ambient", p_mean, p_std
     [train]                         # TrainConfig fields
 
-Unknown sections or keys are errors (a typo never passes silently).
+Unknown sections or keys are errors (a typo never passes silently), and so is a value of the wrong type
+or out of range: every field is checked by its declared type (``true``/``false`` only for booleans, never
+a string; an integer where an integer is declared, not ``3.7``) and range, with a message naming the key,
+the value and what is allowed (:func:`check_fields`). ``--set section.key=value`` goes through the same checks.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +41,7 @@ __all__ = [
     "RunConfig",
     "TrainConfig",
     "apply_overrides",
+    "check_fields",
     "load_config_file",
     "resolve_network_config",
     "run_config_from_dict",
@@ -51,7 +56,11 @@ class TrainConfig:
     and the EMA half-life are in images. ``steps`` is the run's length in optimizer steps unless
     ``images > 0`` (then ``steps = ceil(images / batch_size)``). Zero switches off ``grad_clip``,
     ``ema_rampup``, ``checkpoint_every`` (only the final checkpoint) and ``sample_every``.
-    ``resume``: ``""`` (start fresh), ``"auto"`` (``out_dir``'s latest checkpoint if any) or a path.
+    ``resume``: ``""`` (start fresh; refused when ``out_dir`` already holds checkpoints), ``"auto"``
+    (``out_dir``'s latest checkpoint if there is one, else start fresh and say so), ``"latest"`` (``out_dir``'s
+    latest checkpoint, which must exist) or a checkpoint path.
+    ``max_minutes``: wall-clock budget; the run stops cleanly with a checkpoint once it is spent (0: none).
+    SIGTERM / SIGINT (what schedulers send before killing a job) also stop it with a checkpoint.
     """
 
     out_dir: str = "runs/train"
@@ -81,21 +90,109 @@ class TrainConfig:
     num_workers: int = 0
     progress: bool = True
     resume: str = ""
+    max_minutes: float = 0.0
 
     def __post_init__(self):
-        positive = ("steps", "batch_size", "log_every", "sample_count", "sample_steps", "keep_checkpoints")
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise ValueError(f"train.{name} must be >= 1, got {getattr(self, name)}")
-        nonneg = ("images", "warmup_images", "ema_rampup", "grad_clip", "max_nonfinite", "checkpoint_every")
-        for name in (*nonneg, "sample_every", "num_workers", "weight_decay"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"train.{name} must be >= 0, got {getattr(self, name)}")
-        if self.lr <= 0 or self.ema_halflife_images <= 0:
-            raise ValueError("train.lr and train.ema_halflife_images must be positive")
+        check_fields(TrainConfig, "train", vars(self), _TRAIN_RANGES)
 
     def total_steps(self) -> int:
         return math.ceil(self.images / self.batch_size) if self.images > 0 else self.steps
+
+
+# key -> (low, high, low inclusive); ``None``: unbounded on that side
+_GE1, _GE0, _GT0 = (1, None, True), (0, None, True), (0, None, False)
+_TRAIN_GE0 = ("images", "warmup_images", "ema_rampup", "grad_clip", "max_nonfinite", "checkpoint_every",
+              "sample_every", "num_workers", "weight_decay", "max_minutes")  # fmt: skip
+_TRAIN_RANGES: dict[str, tuple[float | None, float | None, bool]] = {
+    **dict.fromkeys(("steps", "batch_size", "log_every", "sample_count", "sample_steps", "keep_checkpoints"), _GE1),
+    **dict.fromkeys(_TRAIN_GE0, _GE0),
+    **dict.fromkeys(("lr", "ema_halflife_images", "adam_eps"), _GT0),
+    "adam_betas": (0, 1, True),
+}
+_LOSS_RANGES = {"p_std": _GT0}
+_NETWORK_GE1 = ("img_channels", "model_channels", "num_blocks", "head_channels", "embed_features", "height", "width",
+                "hidden", "depth", "channel_mult")  # fmt: skip
+_NETWORK_RANGES = {
+    **dict.fromkeys(_NETWORK_GE1, _GE1),
+    **dict.fromkeys(("cond_channels", "attn_levels"), _GE0),
+    "sigma_data": _GT0,
+    "dropout": (0, 1, True),
+}
+_CHOICES = {("loss", "kind"): ("auto", "ambient", "noisy_ambient")}
+
+
+def _type_name(tp) -> str:
+    origin = typing.get_origin(tp)
+    if tp is bool:
+        return "true or false"
+    if tp is int:
+        return "an integer"
+    if tp is float:
+        return "a finite number"
+    if tp is str:
+        return "a string"
+    if origin is tuple:
+        args = typing.get_args(tp)
+        inner = {bool: "booleans", int: "integers", float: "numbers", str: "strings"}.get(args[0], str(args[0]))
+        return f"a list of {inner}" if args[-1] is Ellipsis else f"a list of {len(args)} {inner}"
+    return str(tp)
+
+
+def _check_scalar(tp, value) -> bool:
+    if tp is bool:
+        return isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if tp is str:
+        return isinstance(value, str)
+    return True  # a type this checker does not know (dicts, ...): the dataclass checks it
+
+
+def _describe(value) -> str:
+    kind = {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}.get(type(value))
+    kind = kind or ("a list" if isinstance(value, (list, tuple)) else type(value).__name__)
+    return f"{value!r} ({kind})"
+
+
+def check_fields(cls, section: str, values: dict[str, Any], ranges: dict | None = None) -> None:
+    """Check ``values`` against the declared field types of dataclass ``cls`` and the ``ranges``
+    (``key -> (low, high, low_inclusive)``); raise ``ValueError`` naming ``section.key``, the value and what
+    is allowed. Booleans must be ``true``/``false`` (a string like ``"no"`` is refused, never read as truthy);
+    integer fields refuse ``3.7`` and ``True``; number fields refuse NaN/Inf; tuple fields take lists."""
+    hints = typing.get_type_hints(cls)
+    ranges = ranges or {}
+    for f in dataclasses.fields(cls):
+        if f.name not in values:
+            continue
+        value, tp = values[f.name], hints.get(f.name, Any)
+        key = f"{section}.{f.name}"
+        if typing.get_origin(tp) is tuple:
+            args = typing.get_args(tp)
+            ok = isinstance(value, (list, tuple)) and (args[-1] is Ellipsis or len(value) == len(args))
+            ok = ok and all(_check_scalar(args[0], v) for v in value)
+            items = list(value) if ok else []
+            if not ok:
+                raise ValueError(f"{key} must be {_type_name(tp)}, got {_describe(value)}")
+        else:
+            if not _check_scalar(tp, value):
+                raise ValueError(f"{key} must be {_type_name(tp)}, got {_describe(value)}")
+            items = [value]
+        choices = _CHOICES.get((section, f.name))
+        if choices and value not in choices:
+            raise ValueError(f"{key} must be one of {list(choices)}, got {value!r}")
+        if f.name in ranges:
+            low, high, inclusive = ranges[f.name]
+            for v in items:
+                bad = low is not None and (v < low if inclusive else v <= low)
+                bad = bad or (high is not None and v > high)
+                if bad:
+                    lo = "" if low is None else f"{'>=' if inclusive else '>'} {low}"
+                    hi = "" if high is None else f"<= {high}"
+                    allowed = " and ".join(x for x in (lo, hi) if x)
+                    what = "every entry" if typing.get_origin(tp) is tuple else "a value"
+                    raise ValueError(f"{key} must be {_type_name(tp)} with {what} {allowed}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -103,6 +200,9 @@ class DataConfig:
     """Where the measurements come from: a measurement file (or a dataset passed to ``train``)."""
 
     path: str = ""
+
+    def __post_init__(self):
+        check_fields(DataConfig, "data", vars(self))
 
 
 @dataclass(frozen=True)
@@ -139,8 +239,22 @@ def _build(cls, section: str, values: dict[str, Any]):
     unknown = sorted(set(values) - set(fields))
     if unknown:
         raise ValueError(f"unknown key(s) {unknown} in [{section}]; known: {sorted(fields)}")
+    if cls is LossConfig:  # LossConfig (training.losses) checks its own choices, not the value types
+        check_fields(LossConfig, section, values, _LOSS_RANGES)
     values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
     return cls(**values)
+
+
+def _check_network(network: dict[str, Any]) -> None:
+    """Types and ranges of the ``[network]`` values, then the network config's own checks."""
+    from ambient_science.network import MLPConfig, UNetConfig
+
+    classes = {"unet": UNetConfig, "mlp": MLPConfig}
+    kind = network.get("kind", "unet")
+    if kind not in classes:
+        raise ValueError(f"network.kind must be one of {sorted(classes)}, got {_describe(kind)}")
+    cls = classes[kind]
+    check_fields(cls, "network", network, _NETWORK_RANGES)
 
 
 def run_config_from_dict(config: dict[str, Any]) -> RunConfig:
@@ -149,8 +263,15 @@ def run_config_from_dict(config: dict[str, Any]) -> RunConfig:
     unknown = sorted(set(config) - sections)
     if unknown:
         raise ValueError(f"unknown config section(s) {unknown}; known: {sorted(sections)}")
+    for name in sections & set(config):
+        if not isinstance(config[name], dict):
+            raise ValueError(f"[{name}] must be a table of key = value, got {_describe(config[name])}")
     network = dict(config.get("network", {}))
-    network_config_from_dict({"img_channels": 1, **network})  # validates keys early
+    _check_network(network)
+    try:
+        network_config_from_dict({"img_channels": 1, **network})  # validates keys and the network's own rules
+    except TypeError as err:  # an unknown key
+        raise ValueError(f"[network]: {err}") from err
     return RunConfig(
         data=_build(DataConfig, "data", config.get("data", {})),
         family=dict(config.get("family", {})),

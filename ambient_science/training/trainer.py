@@ -3,7 +3,7 @@
     >>> # from ambient_science.training.config import RunConfig, DataConfig, TrainConfig
     >>> # train(RunConfig(data=DataConfig(path="train.h5"), train=TrainConfig(out_dir="runs/x", steps=1000)))
 
-Pieces (each a small function): data and loader (:func:`prepare_data`, :func:`make_loader`), the
+Pieces (each a small function): data and loader (:mod:`ambient_science.training.data`), the
 optimisation step (:func:`train_step`), the learning rate (:func:`learning_rate`), checkpoints
 (:mod:`ambient_science.training.checkpoint`), logging (:mod:`ambient_science.training.log`), DDP
 (:mod:`ambient_science.training.distributed`).
@@ -14,34 +14,43 @@ network initialisation and dropout run under ``torch.random.fork_rng`` with seed
 So a resumed run takes exactly the steps the uninterrupted run would have taken. Torch's global RNG
 states are still saved in checkpoints and restored on resume, for code outside the trainer that uses
 them (a dataset transform, say).
+
+Stopping: ``train.max_minutes`` (wall clock) or a SIGTERM / SIGINT (what batch schedulers send before they
+kill a job; the first one only, a second acts as usual) ends the run after the current step with a
+checkpoint; :attr:`TrainResult.stopped` says why, and ``resume`` continues it.
+
+The noise levels ``σ_n`` of the training records (min, median, max) are stored in the run config
+(``loss.sigma_n``): the noisy-ambient loss never trains the network below a record's ``σ_n``, so samplers
+stop there (:attr:`ambient_science.sampling.prior.Prior.sigma_n`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
+import signal
+import sys
+import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from ambient_science.ema import EMA
 from ambient_science.family import OperatorFamily
 from ambient_science.network import EDMDenoiser, NetworkConfig, build_network
-from ambient_science.registry import family_from_config
 from ambient_science.training.checkpoint import CheckpointError, list_checkpoints, load_for_resume, save_checkpoint
 from ambient_science.training.config import RunConfig, TrainConfig, resolve_network_config
+from ambient_science.training.data import _epochs, _to_device, data_sigma_n, make_loader, prepare_data, step_seed
 from ambient_science.training.distributed import (
     DistInfo,
-    ResumableSampler,
     all_reduce_mean,
     all_reduce_min,
     init_distributed,
@@ -55,6 +64,7 @@ from ambient_science.version import __version__
 __all__ = [
     "NonFiniteError",
     "TrainResult",
+    "data_sigma_n",
     "learning_rate",
     "make_loader",
     "prepare_data",
@@ -79,12 +89,8 @@ class TrainResult:
     network: nn.Module
     ema: EMA
     config: dict[str, Any]
-
-
-def step_seed(seed: int, rank: int, step: int, stream: str = "loss") -> int:
-    """A 63-bit seed for one ``(seed, rank, step)`` and a named stream (hash, so nearby inputs decorrelate)."""
-    digest = hashlib.blake2b(f"{stream}/{seed}/{rank}/{step}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") & ((1 << 63) - 1)
+    stopped: str | None = None  # why the run ended before its last step (time budget, signal), else None
+    signal: int = 0  # the signal that stopped it (0: none)
 
 
 def learning_rate(cfg: TrainConfig, images_seen: int) -> float:
@@ -92,88 +98,6 @@ def learning_rate(cfg: TrainConfig, images_seen: int) -> float:
     if cfg.warmup_images <= 0:
         return cfg.lr
     return cfg.lr * min(1.0, images_seen / cfg.warmup_images)
-
-
-# ---------------------------------------------------------------------------------------------------
-# data
-# ---------------------------------------------------------------------------------------------------
-
-
-def prepare_data(
-    config: RunConfig,
-    dataset: Dataset | None = None,
-    family: OperatorFamily | None = None,
-    *,
-    open_data: Callable[[str], Dataset] | None = None,
-) -> tuple[Dataset, OperatorFamily]:
-    """The measurement set and its operator family, with the config's ``[family]`` overrides applied.
-
-    Without ``dataset``, ``open_data(config.data.path)`` reads it: the training layer knows no file format
-    (:func:`ambient_science.pipelines.training.train` passes the measurement-file reader).
-    """
-    if dataset is None:
-        if not config.data.path:
-            raise ValueError("no training data: set data.path to a measurement file (or pass a dataset)")
-        if open_data is None:
-            raise ValueError(
-                "pass a dataset, or open_data to read data.path (ambient_science.pipelines.training.train does)"
-            )
-        dataset = open_data(config.data.path)
-    if family is None:
-        family = getattr(dataset, "family", None)
-        if family is None:
-            raise ValueError("pass the operator family: the dataset has no .family")
-    base = family.config()
-    if "family" in config.family and config.family["family"] != base["family"]:
-        raise ValueError(f"[family] names {config.family['family']!r} but the data's family is {base['family']!r}")
-    if config.family:
-        family = family_from_config({**base, **config.family})
-    return dataset, family
-
-
-def make_loader(
-    dataset: Dataset, info: DistInfo, *, batch_size: int, seed: int, num_workers: int = 0
-) -> tuple[DataLoader, ResumableSampler]:
-    """A loader of this rank's ``batch_size // world_size`` records per step, full batches only."""
-    if batch_size % info.world_size:
-        raise ValueError(f"train.batch_size {batch_size} is not divisible by the {info.world_size} ranks")
-    per_rank = batch_size // info.world_size
-    sampler = ResumableSampler(dataset, info, seed=seed)
-    if sampler.num_samples < per_rank:
-        raise ValueError(f"{len(dataset)} measurements are fewer than one batch of {batch_size}")
-    loader = DataLoader(
-        dataset,
-        batch_size=per_rank,
-        sampler=sampler,
-        drop_last=True,
-        num_workers=num_workers,
-        pin_memory=info.device.type == "cuda",
-        generator=torch.Generator().manual_seed(seed),  # worker seeds; keeps torch's global RNG untouched
-    )
-    return loader, sampler
-
-
-def _epochs(loader: DataLoader, sampler: ResumableSampler, step: int, seed: int, rank: int) -> Iterator[Any]:
-    """Batches from global step ``step`` on, epoch after epoch, the same ones an uninterrupted run sees."""
-    per_rank = loader.batch_size
-    steps_per_epoch = sampler.num_samples // per_rank
-    while True:
-        epoch, within = divmod(step, steps_per_epoch)
-        sampler.set_epoch(epoch)
-        sampler.set_start(within * per_rank)
-        loader.generator.manual_seed(step_seed(seed, rank, epoch, "workers"))
-        for batch in loader:
-            yield batch
-            step += 1
-
-
-def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
-    nb = device.type == "cuda"
-    return {
-        "y": batch["y"].to(device, non_blocking=nb),
-        "params": {k: v.to(device, non_blocking=nb) for k, v in batch["params"].items()},
-        "sigma_n": batch["sigma_n"].to(device, torch.float32, non_blocking=nb),
-    }
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -255,31 +179,45 @@ def _init_network(net_cfg: NetworkConfig, cfg: TrainConfig, device: torch.device
     return net
 
 
-def _run_config_dict(config: RunConfig, net_cfg: NetworkConfig, family: OperatorFamily, sigma_data: float) -> dict:
+def _run_config_dict(
+    config: RunConfig, net_cfg: NetworkConfig, family: OperatorFamily, sigma_data: float, sigma_n=None
+) -> dict:
     plain = config.to_dict()
+    loss = {**plain["loss"], "sigma_data": sigma_data}
+    if sigma_n is not None:
+        loss["sigma_n"] = sigma_n
     return {
         "version": __version__,
         "network": net_cfg.to_dict(),
         "family": family.config(),
-        "loss": {**plain["loss"], "sigma_data": sigma_data},
+        "loss": loss,
         "train": plain["train"],
         "data": plain["data"],
     }
 
 
-def _resume_path(cfg: TrainConfig, ckpt_dir: Path) -> Path | None:
-    """The checkpoint to resume from: ``cfg.resume`` as a path, ``out_dir``'s latest for ``"auto"``, or none.
+def _resume_path(cfg: TrainConfig, ckpt_dir: Path, info: DistInfo | None = None) -> Path | None:
+    """The checkpoint to resume from: ``cfg.resume`` as a path, ``out_dir``'s latest for ``"latest"`` (which
+    must exist) and ``"auto"`` (if any: else a fresh start, said on stderr), or none.
 
     A fresh run never writes over an earlier run's checkpoints."""
-    if cfg.resume and cfg.resume != "auto":
+    if cfg.resume and cfg.resume not in ("auto", "latest"):
         return Path(cfg.resume)
-    if cfg.resume == "auto" and (ckpt_dir / "latest").is_file():
+    if cfg.resume in ("auto", "latest") and (ckpt_dir / "latest").is_file():
         return ckpt_dir
+    if cfg.resume == "latest":
+        raise CheckpointError(
+            f"nothing to resume: {ckpt_dir} holds no checkpoint ('latest' pointer missing); drop --resume to start "
+            'fresh, or pass --resume=auto (train.resume = "auto") to resume only when there is one'
+        )
     if list_checkpoints(ckpt_dir):
         raise FileExistsError(
             f"{ckpt_dir} already holds checkpoints; resume (--resume [CHECKPOINT] / train.resume) or pick another "
             "out_dir"
         )
+    if cfg.resume == "auto" and (info is None or info.is_main):
+        print(f"note: no checkpoint in {ckpt_dir} to resume from (train.resume = 'auto'); starting from scratch",
+              file=sys.stderr)  # fmt: skip
     return None
 
 
@@ -387,11 +325,11 @@ def _train(config, dataset, family, info: DistInfo, callback, open_data) -> Trai
         raw.parameters(), lr=cfg.lr, betas=tuple(cfg.adam_betas), eps=cfg.adam_eps, weight_decay=cfg.weight_decay
     )
     loss_fn = build_loss(config.loss, family, net_cfg.sigma_data)
-    run_cfg = _run_config_dict(config, net_cfg, family, net_cfg.sigma_data)
+    run_cfg = _run_config_dict(config, net_cfg, family, net_cfg.sigma_data, data_sigma_n(dataset))
     generator = torch.Generator(device=device)
 
     step, extra = 0, {}
-    resume = _resume_path(cfg, ckpt_dir)
+    resume = _resume_path(cfg, ckpt_dir, info)
     if resume is not None:
         step, extra = _restore(resume, raw, ema, optimizer, run_cfg, info)
     images_seen, skipped = int(extra.get("images_seen", step * cfg.batch_size)), int(extra.get("skipped_steps", 0))
@@ -413,6 +351,8 @@ def _train(config, dataset, family, info: DistInfo, callback, open_data) -> Trai
     last_ckpt: Path | None = None
     saved_at = step if resume is not None else -1
     window = _LossWindow(device)
+    stop = _StopFlag(cfg.max_minutes)
+    stopped = None
     try:
         batches = _epochs(loader, sampler, step, cfg.seed, info.rank)
         while step < total:
@@ -451,15 +391,61 @@ def _train(config, dataset, family, info: DistInfo, callback, open_data) -> Trai
                 _sample_grid(ema, family, cfg, info, out_dir, step)
             if callback is not None:
                 callback(step, metrics)
+            stopped = stop.reason(info)
+            if stopped is not None and step < total:
+                break
+            stopped = None
         if info.is_main and saved_at != step:
             last_ckpt = _save(ckpt_dir, raw, ema, optimizer, step, generator, run_cfg, extra, cfg, info)
         elif info.is_main and last_ckpt is None and resume is not None:
             last_ckpt = Path(resume)
     finally:
+        stop.restore()
         bar.close()
         if logger is not None:
             logger.close()
-    return TrainResult(step, images_seen, skipped, last_ckpt, raw, ema, run_cfg)
+    return TrainResult(step, images_seen, skipped, last_ckpt, raw, ema, run_cfg, stopped, stop.signum)
+
+
+class _StopFlag:
+    """Ask the loop to stop: on the first SIGTERM / SIGINT (the handler then gives the signal back to its
+    previous handler, so a second one acts as usual) or once ``max_minutes`` of wall clock are spent."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self, max_minutes: float):
+        self.deadline = time.monotonic() + 60.0 * max_minutes if max_minutes > 0 else None
+        self.max_minutes = max_minutes
+        self.signum = 0
+        self._previous: dict[int, Any] = {}
+        if threading.current_thread() is threading.main_thread():  # signal handlers live in the main thread
+            for sig in self.SIGNALS:
+                previous = signal.signal(sig, self._handle)
+                if previous is not None:
+                    self._previous[sig] = previous
+
+    def _handle(self, signum: int, frame) -> None:
+        self.signum = signum
+        signal.signal(signum, self._previous.get(signum, signal.SIG_DFL))
+
+    def reason(self, info: DistInfo) -> str | None:
+        """Why to stop now (the same answer on every rank), or None."""
+        if self.signum:
+            why = f"received {signal.Signals(self.signum).name}"
+        elif self.deadline is not None and time.monotonic() > self.deadline:
+            why = f"train.max_minutes = {self.max_minutes:g} spent"
+        else:
+            why = None
+        if info.distributed:
+            flag = torch.tensor(0.0 if why else 1.0, device=info.device)
+            if all_reduce_min(flag, info).item() == 0.0 and why is None:
+                why = "another rank stopped"
+        return why
+
+    def restore(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous = {}
 
 
 class _LossWindow:
