@@ -1,4 +1,4 @@
-"""Complex images <-> real channels, at the network boundary only (DESIGN.md §3).
+"""Complex images <-> real channels, at the network boundary only (docs/design.md §3).
 
 Inside operators, complex images stay native ``torch.complex64``; a network sees each complex channel
 as two real channels ``[real, imag]``.

@@ -1,6 +1,6 @@
 """Operator families: the law of forward operators of one kind, apart from the operators themselves.
 
-A family knows three things about its operators (DESIGN.md §4–§5):
+A family knows three things about its operators (docs/design.md §4–§5):
 
 (a) ``sample``: draw a batch of random operators (to simulate data, and ``Ã_inf`` at inference);
 (b) ``further_corrupt``: the further corruption ``Ã = B A`` of ambient training, keeping a random

@@ -1,4 +1,4 @@
-"""Property checks every linear operator must pass, shipped with the library (STYLE.md §7).
+"""Property checks every linear operator must pass, shipped with the library (docs/design.md §4).
 
 Use them on your own operators:
 

@@ -1,6 +1,6 @@
 """Sky images as FITS files: Jy/pixel, pixel scale and source position, in the usual radio convention.
 
-Library convention (DESIGN.md §4): a real ``(npix, npix)`` image, row 0 north, column 0 east, pixel
+Library convention (docs/design.md §3): a real ``(npix, npix)`` image, row 0 north, column 0 east, pixel
 ``(i, j)`` at ``x_j = (N/2 - 0.5 - j)·psize`` (east offset) and ``y_i = (N/2 - 0.5 - i)·psize`` (north),
 ``psize`` in radians.
 

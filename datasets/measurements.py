@@ -33,6 +33,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from ambient_science.family import OperatorFamily
+from ambient_science.registry import family_from_config
 
 __all__ = ["MeasurementDataset", "MeasurementFile", "save_measurements"]
 
@@ -134,27 +135,48 @@ class MeasurementFile(Dataset):
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        expected = "expected an ambient-science measurement file (.h5, written by `ambient-science prepare`)"
+        if self.path.is_dir():
+            raise IsADirectoryError(f"measurement file {self.path} is a directory; {expected}")
         if not self.path.is_file():
-            raise FileNotFoundError(f"measurement file {self.path} does not exist")
-        with h5py.File(self.path, "r") as f:
+            raise FileNotFoundError(f"measurement file {self.path} does not exist; {expected}")
+        try:
+            f = h5py.File(self.path, "r")
+        except OSError as err:
+            raise ValueError(f"{self.path} is not a readable HDF5 file (truncated or corrupt?); {expected}") from err
+        with f:
             if f.attrs.get("format") != FORMAT:
                 raise ValueError(f"{self.path} is not an ambient-science measurement file (attrs['format'] missing)")
             missing = [k for k in ("y", "params", "sigma_n") if k not in f]
             if missing:
                 raise KeyError(f"{self.path}: missing {missing}; expected datasets y, params/<name>, sigma_n")
             self._len = int(f["y"].shape[0])
+            if self._len == 0:
+                raise ValueError(f"{self.path}: the file holds 0 measurements")
             for name, d in f["params"].items():
                 if d.shape[0] != self._len:
                     raise ValueError(f"{self.path}: params/{name} has {d.shape[0]} samples, y has {self._len}")
-            self.family_config: dict[str, Any] = json.loads(f.attrs["family"])
-            self.metadata: dict[str, Any] = json.loads(f.attrs.get("metadata", "{}"))
+            if f["sigma_n"].shape != (self._len,):
+                raise ValueError(f"{self.path}: sigma_n has shape {f['sigma_n'].shape}, expected ({self._len},)")
+            try:
+                self.family_config: dict[str, Any] = json.loads(f.attrs["family"])
+                self.metadata: dict[str, Any] = json.loads(f.attrs.get("metadata", "{}"))
+            except (KeyError, ValueError) as err:
+                bad = "attrs['family'] or attrs['metadata']"
+                raise ValueError(f"{self.path}: {bad} is not valid JSON ({err})") from err
             self.param_names = sorted(f["params"].keys())
         self._file: h5py.File | None = None
+        self._sigma_n: Tensor | None = None
+
+    @property
+    def sigma_n(self) -> Tensor:
+        """The noise levels of all records, ``(N,)`` float32 (read once)."""
+        if self._sigma_n is None:
+            self._sigma_n = torch.from_numpy(np.asarray(self._h5()["sigma_n"][:], dtype=np.float32))
+        return self._sigma_n
 
     @property
     def family(self) -> OperatorFamily:
-        from ambient_science.registry import family_from_config
-
         return family_from_config(self.family_config)
 
     def __len__(self) -> int:

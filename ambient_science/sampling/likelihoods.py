@@ -236,7 +236,7 @@ class ChiSquaredTerm:
 class ChiSquaredLikelihood(Likelihood):
     """A sum of weighted chi-squared terms of one forward model (e.g. closure phases + log closure amplitudes).
 
-    ``L(x0) = Σ_t weight_t · count_t · χ²_t(𝒜(x0)) / 2`` (DESIGN.md §4), with ``𝒜 = forward`` evaluated
+    ``L(x0) = Σ_t weight_t · count_t · χ²_t(𝒜(x0)) / 2`` (docs/design.md §4), with ``𝒜 = forward`` evaluated
     once per call (identity when ``None``: the terms then take ``x0``). Nonlinear in ``x0``; use it with
     DAPS (gradients of ``L`` only) or A-DPS (gradients through the network).
     """
@@ -275,7 +275,7 @@ def closure_likelihood(
     """The closure-quantity likelihood of interferometry: closure phases plus log closure amplitudes.
 
     ``L(x) = w_cp N_cp χ²_cp(V(x))/2 + w_lca N_lca χ²_lca(V(x))/2`` with ehtim's normalised χ² of
-    :mod:`ambient_science.operators.closure` (DESIGN.md §4); invariant to station gains.
+    :mod:`ambient_science.operators.closure` (docs/design.md §4); invariant to station gains.
 
     Args:
         forward: image -> model visibilities ``V(x)``, ``(B, 1, N, N) -> (B, K)`` in the order of

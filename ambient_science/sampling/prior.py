@@ -1,8 +1,8 @@
 """The prior of every sampler: a trained network called through a fixed inference operator ``Ã_inf``.
 
-An ambient network estimates ``E[x | Ã x_σ, Ã]`` (DESIGN.md §5), so at inference it is called through an
+An ambient network estimates ``E[x | Ã x_σ, Ã]`` (docs/design.md §5), so at inference it is called through an
 operator ``Ã_inf`` drawn from the training corruption law and held fixed for a whole trajectory
-(DESIGN.md §6). The resulting denoiser
+(docs/design.md §6). The resulting denoiser
 
     D(x_σ, σ) = (1/K) Σ_k network_denoise(net, Ã_kᴴ Ã_k x_σ, σ, family, Ã_k)
 
@@ -34,6 +34,7 @@ from torch import Tensor, nn
 from ambient_science.denoiser import network_denoise
 from ambient_science.family import OperatorFamily
 from ambient_science.linop import SubsampledOperator
+from ambient_science.training.checkpoint import load_checkpoint
 
 __all__ = ["AmbientDenoiser", "Denoiser", "InferenceOperator", "Prior", "load_prior"]
 
@@ -111,7 +112,7 @@ class Prior:
     """A denoiser network and its operator family (the training corruption law).
 
     Args:
-        network: ``net(x, sigma, cond) -> D`` (DESIGN.md; EDM preconditioning inside). Put in eval mode
+        network: ``net(x, sigma, cond) -> D`` (EDM preconditioning inside, docs/design.md §5). Put in eval mode
             and its parameters frozen (``requires_grad=False``) unless ``freeze=False``; guidance still
             differentiates with respect to the input.
         family: the operator family the network was trained with (``CleanFamily`` for clean data).
@@ -128,8 +129,6 @@ class Prior:
         cls, path: str | Path, *, map_location: torch.device | str | None = None, freeze: bool = True
     ) -> Prior:
         """The prior of a training checkpoint: its EMA network and its operator family."""
-        from ambient_science.training.checkpoint import load_checkpoint  # core modules load lazily
-
         ckpt = load_checkpoint(path, map_location=map_location)
         return cls(ckpt.network, ckpt.family, freeze=freeze)
 

@@ -2,7 +2,7 @@
 
 The sample grid shows unconditional samples of the EMA network, drawn with a small deterministic EDM
 Heun sampler (Karras et al. 2022, Algorithm 1, schedule Eq. 5) through one fixed inference operator
-``Ã_inf`` from the training corruption law (DESIGN.md §6): the network always sees ``Ã_infᴴ Ã_inf x``
+``Ã_inf`` from the training corruption law (docs/design.md §6): the network always sees ``Ã_infᴴ Ã_inf x``
 and ``c(Ã_inf)``. It is a training monitor only; :mod:`ambient_science.sampling.samplers` holds the real samplers.
 """
 

@@ -2,7 +2,7 @@
 
 Each loss is a small callable returning one value per sample; the training loop reduces.
 
-Notation (DESIGN.md §5): data ``(y, A)`` with ``y = A x (+ n)``; ``Ã = B A`` the further corruption;
+Notation (docs/design.md §5): data ``(y, A)`` with ``y = A x (+ n)``; ``Ã = B A`` the further corruption;
 ``ε ~ N(0, I)`` in the image domain; ``σ`` the diffusion noise level.
 
 Noise convention (complex images). ``σ`` is the standard deviation of every *real* component the
@@ -128,7 +128,7 @@ def _real_components(A: SubsampledOperator, y: Tensor) -> Tensor:
 
 
 class AmbientLoss:
-    """Ambient diffusion loss for any linear ``SubsampledOperator`` family (DESIGN.md §5).
+    """Ambient diffusion loss for any linear ``SubsampledOperator`` family (docs/design.md §5).
 
     ``L = λ(σ) ‖A D_θ(x̃, c(Ã), σ) − y‖² / m`` with ``x̃ = Ãᴴ(B y + σ Ã ε)`` (Daras et al. 2023, §3, for
     masks; Aali et al. 2025 for general ``A``) and EDM's ``λ(σ)``, ``ln σ ~ N(p_mean, p_std²)``.
@@ -173,7 +173,7 @@ class AmbientLoss:
     ) -> Tensor:
         """Per-sample loss; ``A_tilde``, ``sigma``, ``noise`` override the random draws (all three or none)."""
         A_tilde, sigma, eps = self._draws(A, generator, A_tilde, sigma, noise, sigma_min=None)
-        # Ã x_σ = M̃ ⊙ G(x + σ ε) = B y + σ Ã ε, since M̃ ≤ M (DESIGN.md §5)
+        # Ã x_σ = M̃ ⊙ G(x + σ ε) = B y + σ Ã ε, since M̃ ≤ M (docs/design.md §5)
         y_tilde = _observed(A_tilde, y) * y + _sigma_like(sigma, y) * A_tilde(eps)
         x_tilde = A_tilde.H(y_tilde)
         D = network_denoise(net, x_tilde, sigma, self.family, A_tilde)
@@ -205,7 +205,7 @@ class AmbientLoss:
 
 class NoisyAmbientLoss(AmbientLoss):
     """Ambient loss for measurements with known noise ``y = A x + n``, ``n ~ σ_n`` white (Daras, Dimakis &
-    Daskalakis 2024, §3, "double Tweedie"; DESIGN.md §5).
+    Daskalakis 2024, §3, "double Tweedie"; docs/design.md §5).
 
     Train only at ``σ > σ_n`` (σ drawn from the EDM law conditioned on ``σ > σ_n``, :func:`sample_sigma`).
     Then ``A x_σ = y + sqrt(σ² − σ_n²) A ε`` has the law of ``A (x + σ ε)`` for operators with orthonormal
