@@ -295,9 +295,19 @@ def _verify_files(path: Path, files: dict[str, Any], what: str, hint: str = "") 
         if not f.is_file():
             raise CheckpointError(f"{what} {path}: {name} is missing{hint}")
         size = f.stat().st_size
+        if name.endswith(".json") and (size != meta.get("bytes") or _sha256(f) != meta.get("sha256")):
+            try:
+                json.loads(f.read_text())
+            except (UnicodeDecodeError, json.JSONDecodeError):
+                pass  # not JSON any more: truncated or corrupt (below)
+            else:
+                raise CheckpointError(
+                    f"{what} {path}: {name} was edited after it was written (valid JSON, but its size / SHA-256 "
+                    f"differ from the record in state.json); restore the original {name}{hint}"
+                )
         if size != meta.get("bytes"):
             raise CheckpointError(
-                f"{what} {path}: {name} has {size} bytes, expected {meta.get('bytes')} (truncated?){hint}"
+                f"{what} {path}: {name} has {size} bytes, expected {meta.get('bytes')} (truncated or corrupt){hint}"
             )
         if _sha256(f) != meta.get("sha256"):
             raise CheckpointError(f"{what} {path}: {name} fails its SHA-256 check{hint}")
