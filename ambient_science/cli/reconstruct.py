@@ -37,7 +37,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--indices", default="all", help="records to reconstruct: 'all', '0:8' or '1,5,7'")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--sigma", type=float, default=None, help="noise std of the measurements (overrides)")
-    parser.add_argument("--inference-operator", choices=("law", "test", "full"), default="law")
+    parser.add_argument(
+        "--inference-operator",
+        choices=("law", "test", "full", "measurement"),
+        default="law",
+        help="Ã_inf: a draw of the training law, the further-corrupted test operator, everything observed, or "
+        "the test operator itself (measurement)",
+    )
+    parser.add_argument(
+        "--sigma-min",
+        type=float,
+        default=None,
+        help="last nonzero noise level of the schedule (default 0.002, or the prior's sigma_n when higher)",
+    )
     parser.add_argument("--num-draws", type=int, default=1, help="draws of Ã_inf averaged in the denoiser")
     parser.add_argument("--data-consistency", choices=("none", "cg", "replace"), default="none")
     parser.add_argument("--truth", default=None, help="h5 file with a 'target' dataset (N, H, W) for metrics")
@@ -112,6 +124,7 @@ def run(args: argparse.Namespace) -> int:
             num_samples=args.num_samples,
             steps=args.steps,
             inference_operator=args.inference_operator,
+            sigma_min=args.sigma_min,
             num_draws=args.num_draws,
             data_consistency=None if args.data_consistency == "none" else args.data_consistency,
             progress=not args.no_progress,

@@ -46,6 +46,7 @@ from ambient_science.sampling.samplers import (
     apply_data_consistency,
     edm_step,
     randn_like,
+    warn_below_floor,
 )
 from ambient_science.schedules import edm_sigmas
 
@@ -77,7 +78,8 @@ def ode_x0(denoiser: Denoiser, x: Tensor, sigma: float, *, num_steps: int, sigma
 
     Shape: ``x (B, C, H, W)`` -> ``(B, C, H, W)``.
     """
-    sub = edm_sigmas(num_steps, sigma_min=min(sigma_min, sigma), sigma_max=sigma)
+    floor = float(getattr(denoiser, "sigma_floor", 0.0) or 0.0)  # never below the prior's trained σ_n
+    sub = edm_sigmas(num_steps, sigma_min=min(max(sigma_min, floor), sigma), sigma_max=sigma)
     x = x.detach()
     levels = [float(s) for s in sub]
     for j in range(len(levels) - 1):
@@ -133,6 +135,7 @@ def sample_daps(
     if not 0 < step_size < 2:
         raise ValueError(f"step_size must be in (0, 2) (stable Langevin), got {step_size}")
     levels = [float(s) for s in sigmas]
+    warn_below_floor(denoiser, levels)
     x = x.detach()
     if curvature is None:
         curvature = likelihood.curvature(x, generator=generator)

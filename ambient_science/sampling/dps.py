@@ -50,6 +50,7 @@ from ambient_science.sampling.samplers import (
     churn_gamma,
     randn_like,
     sigma_like,
+    warn_below_floor,
 )
 
 if TYPE_CHECKING:
@@ -147,6 +148,7 @@ def sample_adps(
             raise ValueError('zeta=None (the inflated weight) needs guidance="score" and a GaussianLikelihood')
         zeta = inflated_zeta(likelihood.noise_level().to(x.device, torch.float32), sigma_data)
     levels = [float(s) for s in sigmas]
+    warn_below_floor(denoiser, levels)
     n = len(levels) - 1
     x = x.detach()
     for i in range(n):

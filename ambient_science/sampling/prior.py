@@ -9,7 +9,7 @@ operator ``Ã_inf`` drawn from the training corruption law and held fixed for a 
 (optionally averaged over ``K`` draws) is what samplers call. With a clean-data prior (``CleanFamily``,
 ``A = I``) the same code gives the plain ``E[x | x_σ]``.
 
-Three choices of ``Ã_inf`` (``inference_operator``):
+Four choices of ``Ã_inf`` (``inference_operator``):
 
 * ``"law"``: ``Ã_inf = further_corrupt(A)`` with ``A ~ family.sample``: the training law of ``Ã``;
 * ``"test"``: ``Ã_inf = further_corrupt(A_test)``: the further corruption of the test operator itself,
@@ -21,6 +21,12 @@ Three choices of ``Ã_inf`` (``inference_operator``):
   of ``x_σ`` instead of a fifth of it. For MRI at R = 4 (examples/mri_knee.py, shipped prior, held-out
   validation volumes) A-DPS gives 22.99 dB through ``"full"`` against 21.82 dB through ``"law"``.
   ``num_draws`` gives identical copies.
+* ``"measurement"``: ``Ã_inf = A_test`` itself, without further corruption (the network then sees everything
+  ``y`` observed, one step less corrupted than any training input; ``num_draws`` gives identical copies).
+
+Noise floor: a network trained with the noisy-ambient loss on data of noise level ``σ_n`` never saw
+``σ < σ_n`` (:attr:`Prior.sigma_n`, from the checkpoint's ``loss.sigma_n``); the samplers warn when their
+schedule goes below it and :func:`~ambient_science.sampling.reconstruction.reconstruct` stops there.
 """
 
 from __future__ import annotations
@@ -36,9 +42,11 @@ from ambient_science.family import OperatorFamily
 from ambient_science.linop import SubsampledOperator
 from ambient_science.training.checkpoint import load_checkpoint
 
-__all__ = ["AmbientDenoiser", "Denoiser", "InferenceOperator", "Prior", "load_prior"]
+__all__ = ["INFERENCE_OPERATORS", "AmbientDenoiser", "Denoiser", "InferenceOperator", "Prior", "load_prior",
+           "trained_sigma_n"]  # fmt: skip
 
-InferenceOperator = Literal["law", "test", "full"]
+InferenceOperator = Literal["law", "test", "full", "measurement"]
+INFERENCE_OPERATORS: tuple[str, ...] = ("law", "test", "full", "measurement")
 
 
 class Denoiser(Protocol):
@@ -73,9 +81,17 @@ class AmbientDenoiser:
     Shape: ``x (B, C, H, W)`` (complex for complex families), ``sigma`` scalar or ``(B,)`` -> ``(B, C, H, W)``.
     """
 
-    def __init__(self, network: nn.Module, family: OperatorFamily, A_inf: SubsampledOperator, num_draws: int):
+    def __init__(
+        self,
+        network: nn.Module,
+        family: OperatorFamily,
+        A_inf: SubsampledOperator,
+        num_draws: int,
+        sigma_floor: float = 0.0,
+    ):
         if A_inf.batch_size % num_draws:
             raise ValueError(f"A_inf has batch {A_inf.batch_size}, not a multiple of num_draws={num_draws}")
+        self.sigma_floor = float(sigma_floor)  # the lowest noise level the network trained at (Prior.sigma_n)
         self.network = network
         self.family = family
         self.A_inf = A_inf
@@ -116,11 +132,17 @@ class Prior:
             and its parameters frozen (``requires_grad=False``) unless ``freeze=False``; guidance still
             differentiates with respect to the input.
         family: the operator family the network was trained with (``CleanFamily`` for clean data).
+        sigma_n: the lowest noise level the network trained at: the smallest ``σ_n`` of its training records
+            when it was trained with the noisy-ambient loss (0 for the plain ambient loss, for noiseless data,
+            and when unknown, e.g. a checkpoint written before it was recorded).
     """
 
-    def __init__(self, network: nn.Module, family: OperatorFamily, *, freeze: bool = True):
+    def __init__(self, network: nn.Module, family: OperatorFamily, *, freeze: bool = True, sigma_n: float = 0.0):
+        if not sigma_n >= 0:
+            raise ValueError(f"sigma_n must be >= 0, got {sigma_n}")
         self.network = network
         self.family = family
+        self.sigma_n = float(sigma_n)
         if freeze:
             network.eval().requires_grad_(False)
 
@@ -130,7 +152,7 @@ class Prior:
     ) -> Prior:
         """The prior of a training checkpoint: its EMA network and its operator family."""
         ckpt = load_checkpoint(path, map_location=map_location)
-        return cls(ckpt.network, ckpt.family, freeze=freeze)
+        return cls(ckpt.network, ckpt.family, freeze=freeze, sigma_n=trained_sigma_n(ckpt.config))
 
     @property
     def device(self) -> torch.device:
@@ -150,19 +172,22 @@ class Prior:
 
         ``"law"``: ``Ã = further_corrupt(A)``, ``A ~ family.sample``; ``"test"``: ``Ã = further_corrupt(A_test)``;
         ``"full"``: everything observed (``fully_observed`` of ``A_test`` when given, else of a law draw, so
-        that e.g. coil maps carry over). Draw ``k`` of sample ``b`` sits at index ``k·B + b``. On ``device``
-        (default: the network's).
+        that e.g. coil maps carry over); ``"measurement"``: ``Ã = A_test`` itself. Draw ``k`` of sample ``b``
+        sits at index ``k·B + b``. On ``device`` (default: the network's).
         """
         if num_draws < 1:
             raise ValueError(f"num_draws must be >= 1, got {num_draws}")
         device = torch.device(device) if device is not None else self.device
         draws = []
-        if inference_operator not in ("law", "test", "full"):
-            raise ValueError(f'inference_operator must be "law", "test" or "full", got {inference_operator!r}')
+        if inference_operator not in INFERENCE_OPERATORS:
+            raise ValueError(f"inference_operator must be one of {INFERENCE_OPERATORS}, got {inference_operator!r}")
+        needs_test = inference_operator in ("test", "measurement")
         for _ in range(num_draws):
-            if inference_operator == "test" or (inference_operator == "full" and test_operator is not None):
+            if needs_test or (inference_operator == "full" and test_operator is not None):
                 if test_operator is None:
-                    raise ValueError('inference_operator="test" needs the test operator (test_operator=A)')
+                    raise ValueError(
+                        f"inference_operator={inference_operator!r} needs the test operator (test_operator=A)"
+                    )
                 if test_operator.batch_size != batch_size:
                     raise ValueError(f"test operator has batch {test_operator.batch_size}, expected {batch_size}")
                 A = test_operator
@@ -172,6 +197,8 @@ class Prior:
                 A = self.family.sample(batch_size, generator=generator, device=device)
             if inference_operator == "full":
                 draws.append(self.family.fully_observed(A))
+            elif inference_operator == "measurement":
+                draws.append(A)
             else:
                 draws.append(self.family.further_corrupt(A, generator=generator))
         if num_draws == 1:
@@ -199,7 +226,8 @@ class Prior:
                 Gaussian prior (4×4, ``p = 0.2``, ``δ = 0.1``) Heun samples keep 0.89, 0.55 and 0.32 of the
                 data's variance for ``K`` = 1, 4, 16, while their mean gets closer. Use ``K > 1`` for point
                 estimates (one-step), ``K = 1`` for samples and uncertainty maps.
-            inference_operator: ``"law"`` or ``"test"`` (needs ``test_operator``). ``"test"`` never reveals
+            inference_operator: ``"law"``, ``"test"``, ``"full"`` or ``"measurement"`` (the last two with
+                ``test_operator``; see the module docs). ``"test"`` never reveals
                 what ``y`` did not observe, so samples do not vary there (on the analytic prior with half the
                 pixels observed, the posterior variance falls to 0.2× with DAPS and A-DPS): right for the
                 one-step estimate, wrong for uncertainty maps.
@@ -214,7 +242,16 @@ class Prior:
             test_operator=test_operator,
             device=device,
         )
-        return AmbientDenoiser(self.network, self.family, A_inf, num_draws)
+        return AmbientDenoiser(self.network, self.family, A_inf, num_draws, sigma_floor=self.sigma_n)
+
+
+def trained_sigma_n(config: dict) -> float:
+    """The lowest noise level a checkpoint's network trained at: the smallest ``σ_n`` of its training records
+    (``loss.sigma_n.min``) under the noisy-ambient loss; 0 for the plain ambient loss or when not recorded."""
+    loss = config.get("loss") or {}
+    if loss.get("kind") == "ambient":
+        return 0.0
+    return float((loss.get("sigma_n") or {}).get("min", 0.0))
 
 
 def load_prior(path: str | Path, *, map_location: torch.device | str | None = None, freeze: bool = True) -> Prior:

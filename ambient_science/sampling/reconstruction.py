@@ -28,6 +28,7 @@ Samples give a posterior mean and a per-pixel standard deviation (:class:`Poster
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Literal
 
 import torch
@@ -39,7 +40,7 @@ from ambient_science.sampling.likelihoods import GaussianLikelihood, Likelihood
 from ambient_science.sampling.posterior import PosteriorSummary, sample_posterior, summarize
 from ambient_science.sampling.prior import Prior
 from ambient_science.sampling.samplers import initial_noise, one_step
-from ambient_science.schedules import edm_sigmas
+from ambient_science.schedules import SIGMA_MIN, edm_sigmas
 
 __all__ = ["METHODS", "reconstruct"]
 
@@ -56,8 +57,9 @@ def reconstruct(
     num_samples: int = 4,
     steps: int = 64,
     sigma_max: float | None = None,
+    sigma_min: float | None = None,
     test_operator: SubsampledOperator | None = None,
-    inference_operator: Literal["law", "test", "full"] = "law",
+    inference_operator: Literal["law", "test", "full", "measurement"] = "law",
     num_draws: int = 1,
     data_consistency: Literal["cg", "replace"] | None = None,
     progress: bool = True,
@@ -73,10 +75,14 @@ def reconstruct(
         num_samples: ``S`` posterior samples (``"one_step"`` is one deterministic estimate).
         steps: sampler steps (A-DPS) or annealing levels (DAPS).
         sigma_max: the first noise level (default: 80 for A-DPS, 10 for DAPS, as their papers).
+        sigma_min: the last nonzero noise level (default: EDM's 0.002, or the prior's ``sigma_n`` when higher:
+            a noisy-ambient prior never trained below it; a lower value is raised to it, with a warning). The
+            one-step estimate is likewise never taken below ``sigma_n``.
         test_operator: the operator of the measurements; default ``likelihood.A`` when it has one.
         inference_operator: ``Ã_inf`` from the training law (``"law"``), from the test operator (``"test"``),
-            or observing everything (``"full"``, mask families; see :mod:`ambient_science.sampling.prior`) for the
-            samplers; the one-step estimate always uses ``"test"``.
+            observing everything (``"full"``, mask families) or the test operator itself (``"measurement"``;
+            see :mod:`ambient_science.sampling.prior`) for the samplers; the one-step estimate always uses
+            ``"test"``.
         num_draws: ``K`` draws of ``Ã_inf`` averaged in the denoiser (1 for honest uncertainty maps).
         data_consistency: final data-consistency step (``"cg"`` or ``"replace"``), or none.
         progress: a tqdm bar over sampler steps.
@@ -94,6 +100,14 @@ def reconstruct(
     C, H, W = prior.family.image_shape
     shape = (batch, C, H, W)
     options = dict(sampler_options or {})
+    floor = float(getattr(prior, "sigma_n", 0.0) or 0.0)
+    if sigma_min is not None and sigma_min < floor:
+        warnings.warn(
+            f"sigma_min = {sigma_min:g} is below the prior's sigma_n = {floor:.3g}, the lowest noise level its "
+            f"network trained at; the schedule stops at {floor:.3g}",
+            stacklevel=2,
+        )
+    s_min = max(SIGMA_MIN if sigma_min is None else sigma_min, floor)
 
     if method == "one_step":
         if not isinstance(likelihood, GaussianLikelihood):
@@ -101,12 +115,13 @@ def reconstruct(
         D = prior.denoiser(
             batch, generator=generator, num_draws=num_draws, inference_operator="test", test_operator=A, device=device
         )
+        options.setdefault("sigma_floor", s_min)
         with torch.no_grad():
             x = one_step(D, likelihood, data_consistency=data_consistency, **options)
         return summarize(x[None])
 
     s_max = sigma_max if sigma_max is not None else (10.0 if method == "daps" else 80.0)
-    sigmas = edm_sigmas(steps, sigma_max=s_max, device=device)
+    sigmas = edm_sigmas(steps, sigma_min=min(s_min, s_max), sigma_max=s_max, device=device)
 
     def draw(g: torch.Generator, callback) -> torch.Tensor:
         D = prior.denoiser(
@@ -114,7 +129,7 @@ def reconstruct(
             generator=g,
             num_draws=num_draws,
             inference_operator=inference_operator,
-            test_operator=A if inference_operator in ("test", "full") else None,
+            test_operator=A if inference_operator in ("test", "full", "measurement") else None,
             device=device,
         )
         x = initial_noise(shape, float(sigmas[0]), generator=g, dtype=prior.family.image_dtype()).to(device)

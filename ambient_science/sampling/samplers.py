@@ -22,7 +22,8 @@ parts of ``ε`` are each ``N(0, 1)`` (so each real coordinate of a complex image
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 import torch
@@ -46,6 +47,7 @@ __all__ = [
     "sample_euler",
     "sample_heun",
     "sigma_like",
+    "warn_below_floor",
 ]
 
 Callback = Callable[[dict[str, Any]], None]
@@ -85,6 +87,21 @@ def edm_step(
     return x_next, denoised
 
 
+def warn_below_floor(denoiser: Denoiser, levels: Sequence[float]) -> None:
+    """Warn when a schedule calls the denoiser below the lowest noise level its network trained at
+    (``denoiser.sigma_floor``: :attr:`~ambient_science.sampling.prior.Prior.sigma_n`; 0 or absent: no floor).
+    A schedule's final 0 is where it lands, not a level the denoiser is called at."""
+    floor = float(getattr(denoiser, "sigma_floor", 0.0) or 0.0)
+    low = [s for s in levels if 0.0 < s < floor * (1.0 - 1e-6)]
+    if low:
+        warnings.warn(
+            f"the schedule calls the denoiser at σ down to {min(low):.3g}, below σ_n = {floor:.3g}, the lowest noise "
+            "level its network trained at (noisy-ambient loss); stop the schedule there (e.g. "
+            "edm_sigmas(..., sigma_min=prior.sigma_n), as reconstruct() does)",
+            stacklevel=3,
+        )
+
+
 def _sample_edm(
     denoiser: Denoiser,
     x: Tensor,
@@ -99,6 +116,7 @@ def _sample_edm(
     s_noise: float,
 ) -> Tensor:
     levels = [float(s) for s in sigmas]
+    warn_below_floor(denoiser, levels)
     n = len(levels) - 1
     if churn > 0 and generator is None:
         raise ValueError("churn > 0 draws noise: pass a generator")
