@@ -179,3 +179,12 @@ def test_record_round_trips_through_uvfits(family, tmp_path):
     assert len(back) == len(obs) and back.stations == list(family.table.names)
     np.testing.assert_allclose(back.vis, obs.vis, atol=1e-6)
     assert math.isclose(back.freq_hz, family.freq_ghz * 1e9)
+
+
+def test_black_holes_re_exports_the_image_generator_and_the_measurement_records():
+    from ambient_science.datasets import black_hole_images, black_hole_measurements, black_holes
+
+    for module in (black_hole_images, black_hole_measurements):
+        for name in module.__all__:
+            assert getattr(black_holes, name) is getattr(module, name), name
+    assert set(black_holes.__all__) == set(black_hole_images.__all__) | set(black_hole_measurements.__all__)

@@ -12,6 +12,8 @@ import pytest
 import torch
 
 from ambient_science.operators.interferometry import InterferometerFamily, density_weights
+from ambient_science.pipelines.eht import held_out_observations
+from ambient_science.pipelines.eht_setup import QUICK, Setup, load_priors, resolve_setup
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "black_hole.py"
 
@@ -31,6 +33,31 @@ def test_black_hole_example_quick(tmp_path, monkeypatch):
     assert metrics["blur_fwhm_uas"] > 0
     assert (out / "black_hole.png").stat().st_size > 0
     assert (out / "train" / "checkpoints" / "latest").is_file()
+
+
+def test_resolve_setup_overrides_sizes_and_the_inference_operator_of_both_samplers():
+    setup = resolve_setup(quick=True, num_test=3, inference_operator="law")
+    assert setup.num_test == 3 and setup.npix == QUICK.npix and setup.train_steps == QUICK.train_steps
+    assert setup.daps.inference_operator == setup.dps.inference_operator == "law"
+    assert resolve_setup() == Setup()
+    plain = setup.to_dict()
+    assert json.loads(json.dumps(plain)) == plain and plain["daps"]["method"] == "daps"
+
+
+def test_load_priors_rejects_an_unknown_training_mode_and_a_run_without_prior(tmp_path):
+    with pytest.raises(ValueError, match="train must be"):
+        load_priors(QUICK, tmp_path, device="cpu", train="sometimes")
+    with pytest.raises(ValueError, match="no prior to image with"):  # 16 px: the shipped prior does not fit
+        load_priors(QUICK, tmp_path, device="cpu", train="never")
+
+
+def test_held_out_observations_are_reproducible_and_carry_station_gains():
+    a = held_out_observations(2, 16, 128.0, seed=5)
+    b = held_out_observations(2, 16, 128.0, seed=5)
+    for x, y in zip(a, b, strict=True):
+        assert (x.obs.vis == y.obs.vis).all() and (x.truth == y.truth).all()
+        assert len(x.obs) >= 50 and math.isclose(x.total_flux, float(x.truth.sum()))
+        assert not (x.obs.vis == x.obs_calibrated.vis).all()  # the gains change the imaged data
 
 
 def test_density_weights_make_the_normal_operator_a_near_projection():

@@ -1,0 +1,305 @@
+"""Black-hole evaluation (docs/design.md §8): the classical baselines (RML, dirty image), the metrics of one image,
+every method on the held-out synthetic observations (:func:`evaluate_synthetic`), imaging a UVFITS file
+(:func:`image_uvfits`, e.g. the EHT 2017 M87* data), and the tables and figures of ``examples/black_hole.py``.
+
+Figures put east on the left, as on the sky (column 0 of an image is east). ``matplotlib`` is imported by the
+functions that draw.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ambient_science.datasets.fits_image import SkyImage, write_fits_image
+from ambient_science.datasets.uvfits import Observation, average, read_uvfits
+from ambient_science.metrics.eht import RingFit, blurred_psnr, closure_chi2, nxcorr, psnr_shifted, ring_fit
+from ambient_science.operators.closure import ClosureData
+from ambient_science.operators.interferometry import Interferometer, density_weights
+from ambient_science.operators.rml import rml_image
+from ambient_science.pipelines.eht import HeldOut, closure_observation, zero_baseline_flux
+from ambient_science.pipelines.eht_reconstruct import ClosurePosterior, reconstruct_closure
+from ambient_science.pipelines.eht_setup import Setup
+from ambient_science.sampling.prior import Prior
+
+__all__ = [
+    "METRIC_KEYS",
+    "dirty_image",
+    "evaluate_synthetic",
+    "image_metrics",
+    "image_uvfits",
+    "plot_synthetic",
+    "plot_uvfits",
+    "print_table",
+    "rml_baseline",
+    "sample_stats",
+]
+
+METRIC_KEYS = ("psnr", "blur_psnr", "nxcorr", "chi2_cphase", "chi2_logcamp")
+
+
+# -- baselines ---------------------------------------------------------------------------------------------
+
+
+def dirty_image(obs: Observation, npix: int, pixel_size: float, total_flux: float) -> np.ndarray:
+    """The uniformly weighted dirty image (:func:`~ambient_science.operators.interferometry.density_weights`),
+    negative values clipped, scaled to ``total_flux`` [Jy/pixel], ``(N, N)``."""
+    uv = torch.as_tensor(np.stack([obs.u, obs.v], -1))[None]
+    A = Interferometer(uv, npix, pixel_size, method="dft")
+    w = density_weights(uv, torch.ones(1, uv.shape[1]), npix, pixel_size)
+    img = A.dirty_image(torch.as_tensor(obs.vis)[None], weights=w.double() ** 2)[0, 0]
+    img = img.clamp_min(0.0).numpy()
+    return img * (total_flux / max(float(img.sum()), 1e-30))
+
+
+def rml_baseline(
+    obs: Observation, npix: int, pixel_size: float, total_flux: float, *, closure: ClosureData | None = None, **kw
+) -> np.ndarray:
+    """Regularised maximum likelihood from closure quantities (:func:`~ambient_science.operators.rml.rml_image`)."""
+    return rml_image(obs, npix, pixel_size, total_flux=total_flux, closure=closure, **kw)
+
+
+# -- metrics -----------------------------------------------------------------------------------------------
+
+
+def image_metrics(
+    estimate: Any,
+    truth: Any | None,
+    obs: Observation,
+    pixel_size: float,
+    *,
+    blur_fwhm_uas: float,
+    closure: ClosureData | None = None,
+) -> dict[str, float]:
+    """PSNR after the best shift, blurred PSNR, nxcorr (after the best shift) and closure χ² of one image.
+
+    Without ``truth`` only the closure χ² are returned.
+    """
+    est = np.asarray(estimate, dtype=np.float64).reshape(estimate.shape[-2:])
+    out: dict[str, float] = {}
+    if truth is not None:
+        tru = np.asarray(truth, dtype=np.float64).reshape(est.shape)
+        out["psnr"] = psnr_shifted(est, tru)
+        out["blur_psnr"] = blurred_psnr(est, tru, psize=pixel_size, fwhm_uas=blur_fwhm_uas)
+        out["nxcorr"] = nxcorr(est, tru, shift=True)
+    chi2 = closure_chi2(est, obs, pixel_size, closure_data=closure)
+    out["chi2_cphase"], out["chi2_logcamp"] = chi2["cphase"], chi2["logcamp"]
+    return out
+
+
+def sample_stats(post: ClosurePosterior) -> dict[str, float]:
+    """How many posterior samples fitted the data, and their closure χ² (means over samples and observations)."""
+    kept = post.kept.float()
+    return {
+        "kept_fraction": float(kept.mean()),
+        "chi2_cphase_kept": float((post.chi2_cphase * kept).sum() / kept.sum()),
+        "chi2_logcamp_kept": float((torch.nan_to_num(post.chi2_logcamp) * kept).sum() / kept.sum()),
+        "chi2_cphase_all": float(post.chi2_cphase.mean()),
+    }
+
+
+# -- the synthetic evaluation --------------------------------------------------------------------------------
+
+
+def evaluate_synthetic(
+    priors: Mapping[str, Prior], setup: Setup, cases: Sequence[HeldOut], seed: int
+) -> tuple[dict, dict[str, list[np.ndarray]]]:
+    """Every method on every held-out observation: metrics (per image and means) and the images.
+
+    ``priors`` maps a label (``ambient``, ``ambient_this_run``) to a prior; its rows are ``ambient_daps`` and
+    ``ambient_dps`` with the label's suffix (``ambient_daps_this_run``, ...); then ``rml`` and ``dirty``.
+    Every prior samples with the same draws (a generator seeded ``seed + 11``). Returns
+    ``({"test": means, "blur_fwhm_uas", "samples": sample_stats per row, "per_image"}, images)``.
+    """
+    psize = next(iter(priors.values())).family.pixel_size
+    closures = [closure_observation(c.obs) for c in cases]
+    flux = [c.total_flux for c in cases]
+    obs = [c.obs for c in cases]
+    images: dict[str, list[np.ndarray]] = {}
+    samples = {}
+    for label, prior in priors.items():
+        suffix = label.removeprefix("ambient")
+        g = torch.Generator(device=prior.device).manual_seed(seed + 11)  # the same draws for every prior
+        daps = reconstruct_closure(
+            prior, obs, flux, num_samples=setup.num_samples, generator=g, settings=setup.daps, closures=closures
+        )
+        images[f"ambient_daps{suffix}"] = list(daps.estimate[:, 0].cpu().numpy())
+        images[f"ambient_daps_std{suffix}"] = list(daps.std[:, 0].cpu().numpy())
+        dps = reconstruct_closure(
+            prior, obs, flux, num_samples=setup.dps_samples, generator=g, settings=setup.dps, closures=closures
+        )
+        images[f"ambient_dps{suffix}"] = list(dps.estimate[:, 0].cpu().numpy())
+        samples[f"ambient_daps{suffix}"], samples[f"ambient_dps{suffix}"] = sample_stats(daps), sample_stats(dps)
+    images["rml"] = [
+        rml_baseline(
+            c.obs, setup.npix, psize, c.total_flux, closure=cd, n_rounds=setup.rml_rounds, n_iter=setup.rml_iter
+        )
+        for c, cd in tqdm(list(zip(cases, closures, strict=True)), desc="rml", unit="obs")
+    ]
+    images["dirty"] = [dirty_image(c.obs_calibrated, setup.npix, psize, c.total_flux) for c in cases]
+    methods = [m for m in images if "_std" not in m]
+    per_image = {m: [] for m in methods}
+    for m in methods:
+        for i, c in enumerate(cases):
+            per_image[m].append(
+                image_metrics(
+                    images[m][i], c.truth, c.obs, psize, blur_fwhm_uas=setup.blur_fwhm_uas, closure=closures[i]
+                )
+            )
+    means = {m: {k: float(np.nanmean([r[k] for r in per_image[m]])) for k in METRIC_KEYS} for m in methods}
+    metrics = {"test": means, "blur_fwhm_uas": setup.blur_fwhm_uas, "samples": samples, "per_image": per_image}
+    return metrics, images
+
+
+def print_table(metrics: dict) -> None:
+    """The mean metrics of :func:`evaluate_synthetic`, one row per method."""
+    print(f"{'method':24s}" + "".join(f"{k:>14s}" for k in METRIC_KEYS))
+    for m, row in metrics["test"].items():
+        print(f"{m:24s}" + "".join(f"{row[k]:14.3f}" for k in METRIC_KEYS))
+
+
+# -- real data -----------------------------------------------------------------------------------------------
+
+
+def image_uvfits(
+    prior: Prior,
+    setup: Setup,
+    uvfits: Path,
+    out_dir: Path,
+    *,
+    seed: int,
+    total_flux: float | None = None,
+    source: str = "",
+) -> dict:
+    """Image a UVFITS file: Stokes I, scan averages, closure quantities, DAPS (``setup.daps``,
+    ``setup.num_samples`` samples, a generator seeded ``seed + 13``) through the prior.
+
+    ``total_flux`` [Jy] defaults to the median intra-site amplitude (:func:`zero_baseline_flux`); ``source``
+    names the prior in the metrics. Writes ``image.fits``, ``image.png`` and ``metrics.json`` (closure χ²,
+    ring diameter and width, brightness position angle, posterior-sample statistics) into ``out_dir`` and
+    returns the metrics.
+    """
+    obs = average(read_uvfits(uvfits))  # coherent scan averages
+    flux = total_flux or zero_baseline_flux(obs)
+    if flux is None:
+        raise ValueError(f"image_uvfits: {uvfits} has no intra-site baseline to give the total flux: pass total_flux")
+    closure = closure_observation(obs)
+    psize = prior.family.pixel_size
+    g = torch.Generator(device=prior.device).manual_seed(seed + 13)
+    post = reconstruct_closure(
+        prior, [obs], [flux], num_samples=setup.num_samples, generator=g, settings=setup.daps, closures=[closure]
+    )
+    image, std = post.estimate[0, 0].cpu().numpy(), post.std[0, 0].cpu().numpy()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    sky = SkyImage(
+        image, psize, ra_deg=obs.ra_deg, dec_deg=obs.dec_deg, freq_hz=obs.freq_hz, mjd=obs.mjd, source=obs.source
+    )
+    write_fits_image(out_dir / "image.fits", sky, overwrite=True)
+    ring = ring_fit(image, psize)
+    chi2 = image_metrics(image, None, obs, psize, blur_fwhm_uas=setup.blur_fwhm_uas, closure=closure)
+    north_uas = (setup.npix / 2 - 0.5 - np.arange(setup.npix)) * (setup.fov_uas / setup.npix)  # per row
+    south_fraction = float(image[north_uas < ring.center_y_uas].sum() / image.sum())
+    metrics = {
+        "uvfits": str(uvfits),
+        "source": obs.source,
+        "n_vis_scan_averaged": len(obs),
+        "n_cphase": closure.index.n_cphase,
+        "n_logcamp": closure.index.n_logcamp,
+        "total_flux_jy": flux,
+        **chi2,
+        "ring_diameter_uas": ring.diameter_uas,
+        "ring_width_uas": ring.width_uas,
+        "ring_pa_deg": ring.pa_deg,
+        "brightest_half": "south" if 90.0 < ring.pa_deg < 270.0 else "north",
+        "south_flux_fraction": south_fraction,
+        "num_samples": setup.num_samples,
+        "inference_operator": setup.daps.inference_operator,
+        "samples": sample_stats(post),
+        "prior": source,
+    }
+    plot_uvfits(image, std, ring, setup.fov_uas, obs.source or uvfits.stem, out_dir / "image.png")
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    return metrics
+
+
+# -- figures -------------------------------------------------------------------------------------------------
+
+
+def _show(ax, img: np.ndarray, fov_uas: float, title: str, **kw) -> None:
+    h = fov_uas / 2  # column 0 is east: RA offset +h on the left (East left, as on the sky)
+    ax.imshow(img, extent=(h, -h, -h, h), origin="upper", cmap=kw.pop("cmap", "afmhot"), **kw)
+    ax.set_title(title, fontsize=8)
+    ax.set_xlabel("Δα [µas]", fontsize=7)
+    ax.set_ylabel("Δδ [µas]", fontsize=7)
+    ax.tick_params(labelsize=6)
+
+
+def plot_synthetic(
+    images: Mapping[str, list[np.ndarray]], cases: Sequence[HeldOut], fov_uas: float, path: Path, rows: int = 4
+) -> None:
+    """The first ``rows`` held-out observations: truth, dirty, RML, A-DPS, DAPS, DAPS std (and DAPS with the
+    prior of this run when there is another), as a PNG at ``path``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if "ambient_daps" not in images:  # no shipped prior: the in-run prior fills the ambient columns
+        images = {k.removesuffix("_this_run"): v for k, v in images.items()}
+    main = "shipped prior" if "ambient_daps_this_run" in images else "prior"
+    cols = [
+        ("truth", None),
+        ("dirty", "dirty"),
+        ("RML", "rml"),
+        (f"A-DPS ({main})", "ambient_dps"),
+        (f"DAPS ({main})", "ambient_daps"),
+        ("DAPS posterior std", "ambient_daps_std"),
+    ]
+    if "ambient_daps_this_run" in images:
+        cols.append(("DAPS (prior of this run)", "ambient_daps_this_run"))
+    rows = min(rows, len(cases))
+    fig, axes = plt.subplots(rows, len(cols), figsize=(2.1 * len(cols), 2.1 * rows), squeeze=False)
+    for r in range(rows):
+        vmax = float(cases[r].truth.max())
+        for c, (title, key) in enumerate(cols):
+            img = cases[r].truth if key is None else images[key][r]
+            std = key == "ambient_daps_std"
+            _show(
+                axes[r, c],
+                img,
+                fov_uas,
+                title,
+                vmin=0,
+                vmax=None if std else vmax,
+                cmap="viridis" if std else "afmhot",
+            )
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_uvfits(image: np.ndarray, std: np.ndarray, ring: RingFit, fov_uas: float, name: str, path: Path) -> None:
+    """An image from a UVFITS file (with its ring diameter and position angle) and its posterior std, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(6.4, 3.2))
+    _show(
+        axes[0],
+        image,
+        fov_uas,
+        f"{name}: DAPS (d = {ring.diameter_uas:.1f} µas, PA = {ring.pa_deg:.0f}°)",
+        vmin=0,
+    )
+    _show(axes[1], std, fov_uas, "posterior std", vmin=0, cmap="viridis")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
