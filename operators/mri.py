@@ -72,8 +72,13 @@ class CartesianMRI(SubsampledOperator):
         if not isinstance(mask, Tensor) or mask.ndim not in (2, 3):
             got = tuple(mask.shape) if isinstance(mask, Tensor) else type(mask).__name__
             raise ValueError(f"CartesianMRI: mask must be (B, W) columns or (B, H, W) 2-D, got {got}")
-        if mask.is_complex() or not torch.isfinite(mask).all():
-            raise ValueError("CartesianMRI: mask must be real and finite (0 = not sampled, 1 = sampled)")
+        if mask.is_complex() or not ((mask == 0) | (mask == 1)).all():  # one check (and one sync) for both
+            values = mask.unique()[:6].tolist() if not mask.is_complex() else "complex"
+            raise ValueError(
+                f"CartesianMRI: mask must be binary, 0 = not sampled and 1 = sampled (got values {values}); "
+                "A^H A is a projection only for a 0/1 mask, and ambient training, further corruption and data "
+                "consistency all treat the mask as a selection. Put sampling weights in the likelihood instead"
+            )
         B, W = mask.shape[0], mask.shape[-1]
         H = mask.shape[1] if mask.ndim == 3 else None
         if coil_maps is not None:
