@@ -1,6 +1,6 @@
 """Synthetic black-hole-like images: rings, crescents, Gaussians, with GRMHD-like turbulence.
 
-Images follow the library convention (docs/design.md §4): ``(B, 1, npix, npix)`` float32 in Jy/pixel,
+Images follow the library convention (docs/design.md §3): ``(B, 1, npix, npix)`` float32 in Jy/pixel,
 row 0 north, column 0 east, pixel ``(i, j)`` at east offset ``x_j = (N/2 - 0.5 - j)·psize`` and north
 offset ``y_i = (N/2 - 0.5 - i)·psize``. Position angles are east of north: ``θ = atan2(x, y)``.
 

@@ -1,4 +1,4 @@
-"""Visibility measurement records of synthetic black holes, for ambient training (docs/design.md §5).
+"""Visibility measurement records of synthetic black holes, for ambient training (docs/design.md §7).
 
 :func:`simulate_measurements`, :class:`BlackHoleVisibilityDataset`: operators ``A`` drawn from an
 ``InterferometerFamily`` (random EHT-like coverages, per-visibility thermal ``sigma`` from the station SEFDs),

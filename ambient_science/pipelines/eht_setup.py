@@ -1,6 +1,6 @@
 """The setup of a black-hole run (``examples/black_hole.py``): its sizes (:class:`Setup`, :data:`QUICK`), the
 samplers' settings (:data:`DAPS`, :data:`DPS`), and its priors (:func:`load_priors`): the shipped one, a given
-checkpoint, or one trained here from visibilities only (:func:`train_prior`, docs/design.md §5).
+checkpoint, or one trained here from visibilities only (:func:`train_prior`, docs/design.md §5, §7).
 
 Choices, with reasons:
 
