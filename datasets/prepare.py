@@ -14,6 +14,12 @@ For each slice (DESIGN.md §7):
 5. write with :func:`save_measurements` (family config, ``y``, ``params = {mask, [coil_maps], scale}``),
    which refuses any energy outside the masks: the file provably holds no fully sampled scan.
 
+Noise: ``sigma_n`` (the noise std of each real and imaginary part of the normalised k-space) comes from
+``--sigma-n`` when given, else from the file's ``attrs["noise_std"]`` (the synthetic generator writes it),
+else it is estimated from the raw k-space itself (:mod:`ambient_science.datasets.kspace_noise`: real fastMRI
+files do not record it). Either way it is carried through the grid and the normalisation, and the file's
+metadata ``noise`` lists, per input file, the raw k-space noise std, how it was obtained and the ``sigma_n``.
+
 Optionally, a *separate* reference file (``targets_output``) keeps the fully sampled grid images, for
 evaluation only.
 
@@ -27,6 +33,7 @@ Command line::
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -37,6 +44,7 @@ import torch
 from torch import Tensor
 
 from ambient_science.datasets.fastmri import FastMRIVolume, _h5_paths, _name_seed, image_grid
+from ambient_science.datasets.kspace_noise import block_energies, estimate_noise_std
 from ambient_science.datasets.measurements import save_measurements
 from ambient_science.operators.mri import CartesianMRIFamily, fft2c, ifft2c
 from ambient_science.operators.mri_masks import acs_width
@@ -46,10 +54,30 @@ __all__ = ["TARGETS_FORMAT", "load_targets", "prepare_fastmri"]
 TARGETS_FORMAT = "ambient-science-mri-targets"
 
 
-def _volume_grid(vol: FastMRIVolume, recon_size, resolution) -> Tensor:
-    """Grid k-space of every slice of a volume, ``(S, C, h, w)`` complex64."""
+def _volume_grid(vol: FastMRIVolume, recon_size, resolution, energies: list[Tensor] | None = None) -> Tensor:
+    """Grid k-space of every slice of a volume, ``(S, C, h, w)`` complex64; with ``energies``, each raw slice's
+    noise block energies are appended to it (:func:`~ambient_science.datasets.kspace_noise.block_energies`)."""
     size = recon_size or vol.recon_size
-    return torch.stack([fft2c(image_grid(vol.kspace(i), size, resolution)) for i in range(vol.num_slices)])
+    grids = []
+    for i in range(vol.num_slices):
+        k = vol.kspace(i)
+        if energies is not None:
+            energies.append(block_energies(k, vol.acquired_columns))
+        grids.append(fft2c(image_grid(k, size, resolution)))
+    return torch.stack(grids)
+
+
+def _raw_noise(vol: FastMRIVolume, sigma_n: float | str, energies: list[Tensor]) -> tuple[float | None, str]:
+    """The raw k-space noise std of a volume and where it comes from (None with an explicit ``sigma_n``)."""
+    if sigma_n != "auto":
+        return None, "given (sigma_n)"
+    if "noise_std" in vol.attrs:
+        value = float(vol.attrs["noise_std"])
+        if not (math.isfinite(value) and value >= 0):
+            raise ValueError(f"{vol.path}: attrs['noise_std'] = {value!r}; expected a finite number >= 0")
+        return value, "the file's attrs['noise_std']"
+    est = estimate_noise_std(energies, where=str(vol.path))
+    return est.sigma, f"{est.method}; {100 * est.fraction:.0f} % of {est.blocks} blocks noise-like"
 
 
 def prepare_fastmri(
@@ -88,8 +116,8 @@ def prepare_fastmri(
             the narrow ACS bands of small grids lower the top eigenvalue inside the object (to ~0.83 with 3-5
             columns), and 0.95 would then cut holes into the maps.
         sigma_n: known noise std (of each real and imaginary part) of the normalised k-space; ``"auto"``:
-            from the files' ``attrs["noise_std"]`` (written by the synthetic generator) carried through the
-            grid and the normalisation, else 0 (unknown).
+            from the files' ``attrs["noise_std"]`` (written by the synthetic generator), else estimated from
+            the raw k-space (module docstring), carried through the grid and the normalisation.
         targets_output: optional separate file with the fully sampled grid images (evaluation only).
         device: where ESPIRiT runs (e.g. ``"cuda"`` for 320 × 320 multi-coil data); results come back to CPU.
 
@@ -108,12 +136,13 @@ def prepare_fastmri(
     is_multicoil = multicoil.pop()
     num_coils = max(v.num_coils for v in volumes) if is_multicoil else None
 
-    if not (sigma_n == "auto" or isinstance(sigma_n, (int, float))):
-        raise ValueError(f"sigma_n must be a number or 'auto', got {sigma_n!r}")
-    ys, masks, maps, scales, sigmas, refs, targets, names = [], [], [], [], [], [], [], []
+    if not (sigma_n == "auto" or (isinstance(sigma_n, (int, float)) and math.isfinite(sigma_n) and sigma_n >= 0)):
+        raise ValueError(f"sigma_n must be a finite number >= 0 or 'auto', got {sigma_n!r}")
+    ys, masks, maps, scales, sigmas, refs, targets, names, noise = [], [], [], [], [], [], [], [], []
     family = None
     for vol in volumes:
-        k = _volume_grid(vol, recon_size, resolution)  # (S, C, h, w)
+        energies: list[Tensor] = []
+        k = _volume_grid(vol, recon_size, resolution, energies if sigma_n == "auto" else None)  # (S, C, h, w)
         S, C, h, w = k.shape
         if family is None:
             family = CartesianMRIFamily(
@@ -156,13 +185,14 @@ def prepare_fastmri(
         ys.append(y.to(torch.complex64))
         masks.append(mask)
         scales.append(torch.full((S,), scale, dtype=torch.float32))
-        if sigma_n == "auto":  # white k-space noise stays white through the grid; the k-space crop rescales it
+        noise_std, how = _raw_noise(vol, sigma_n, energies)
+        if noise_std is not None:  # white k-space noise stays white through the grid; the k-space crop rescales it
             crop_h, crop_w = recon_size or vol.recon_size
-            noise_std = float(vol.attrs.get("noise_std", 0.0))
             sigma = noise_std * ((h * w) / (crop_h * crop_w)) ** 0.5 / scale
         else:
             sigma = float(sigma_n)
         sigmas.append(torch.full((S,), sigma, dtype=torch.float32))
+        noise.append({"file": vol.path.name, "kspace_noise_std": noise_std, "method": how, "sigma_n": sigma})
         names.append((vol.path.name, S, bool(vol.attrs.get("synthetic", False))))
         if targets_output is not None:
             images = ifft2c(k) / scale  # (S, C, h, w) fully sampled grid images
@@ -191,7 +221,8 @@ def prepare_fastmri(
         "normalisation": f"per volume: divided by the {scale_percentile} percentile of the zero-filled RSS "
         "magnitude; params['scale'] maps reconstructions back",
         "coil_maps": "ESPIRiT from the ACS of the undersampled grid k-space" if is_multicoil else None,
-        "sigma_n": "per real component, normalised units" + (" (from attrs[noise_std])" if sigma_n == "auto" else ""),
+        "sigma_n": "noise std per real component of the normalised k-space; per file in 'noise'",
+        "noise": noise,
     }
     y_all = torch.cat(ys)
     out = save_measurements(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 
 import h5py
@@ -41,7 +42,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--sigma-n",
         type=_sigma_arg,
         default="auto",
-        help="known noise std (per real component) of the normalised k-space, or 'auto' (from attrs['noise_std'])",
+        help="noise std (per real component) of the normalised k-space, or 'auto': from the file's "
+        "attrs['noise_std'], else estimated from the k-space (the background of its coil images)",
     )
     p.add_argument("--targets", type=Path, default=None, help="also write fully sampled references (evaluation)")
     p.add_argument("--device", default=None, help="device for ESPIRiT (multi-coil), e.g. cuda")
@@ -75,7 +77,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _sigma_arg(text: str) -> float | str:
-    return text if text == "auto" else float(text)
+    if text == "auto":
+        return text
+    value = float(text)  # argparse reports a ValueError as "invalid value"
+    if not (math.isfinite(value) and value >= 0):
+        raise ValueError(text)
+    return value
 
 
 def _run_fastmri(args: argparse.Namespace) -> int:
@@ -102,6 +109,11 @@ def _run_fastmri(args: argparse.Namespace) -> int:
     out = prepare_fastmri(args.inputs, args.output, **kwargs)
     with h5py.File(out, "r") as f:
         n = f["y"].shape[0]
+        noise = json.loads(f.attrs["metadata"]).get("noise", [])
+    for entry in noise:
+        raw = entry["kspace_noise_std"]
+        raw = "" if raw is None else f"k-space noise std {raw:.3g} ({entry['method']}), "
+        print(f"{entry['file']}: {raw}sigma_n = {entry['sigma_n']:.3g} (normalised units)")
     print(f"wrote {n} undersampled slices to {out}")
     return 0
 
