@@ -36,13 +36,19 @@ from ambient_science.operators.mri_masks import (
     poisson_disc_mask,
     variable_density_mask,
 )
+from ambient_science.operators.workspace import chunks, empty_output, needs_graph
 
 __all__ = ["CartesianMRI", "CartesianMRIFamily", "fft2c", "ifft2c"]
 
-def _conj_times(z: Tensor, f: Tensor) -> Tensor:
+
+def _conj_times(z: Tensor, f: Tensor, out: Tensor | None = None) -> Tensor:
     """``conj(z) ⊙ f`` for a real ``f`` broadcastable to ``z``, in one pass (a multiply by a conjugate view of
-    ``z`` would first copy it)."""
-    return torch.view_as_complex(torch.view_as_real(z) * torch.stack([f, -f], dim=-1))
+    ``z`` would first copy it); into ``out`` when given (``out`` may be ``z``)."""
+    f2 = torch.stack([f, -f], dim=-1)
+    if out is None:
+        return torch.view_as_complex(torch.view_as_real(z) * f2)
+    torch.mul(torch.view_as_real(z), f2, out=torch.view_as_real(out))
+    return out
 
 
 def _times_maps(z: Tensor, maps: Tensor) -> Tensor:
@@ -53,6 +59,40 @@ def _times_maps(z: Tensor, maps: Tensor) -> Tensor:
 
 def _as_complex(x: Tensor) -> Tensor:
     return x if x.is_complex() else x.to(torch.complex64)
+
+
+def _result_dtype(x: Tensor, maps: Tensor | None) -> torch.dtype:
+    return x.dtype if maps is None else torch.promote_types(x.dtype, maps.dtype)
+
+
+def _plane_bytes(A: CartesianMRI, dtype: torch.dtype) -> int:
+    H, W = A.ishape[2:]
+    return H * W * torch.empty((), dtype=dtype).element_size()
+
+
+def _workspace(A: CartesianMRI, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """One chunk's coil images (``chunks`` of operators/workspace.py), allocated once per call."""
+    s, c = next(chunks(*A.oshape[:2], _plane_bytes(A, dtype)))
+    return torch.empty((s.stop - s.start, c.stop - c.start, *A.ishape[2:]), dtype=dtype, device=device)
+
+
+def _part(ws: Tensor, s: slice, c: slice) -> Tensor:
+    return ws[: s.stop - s.start, : c.stop - c.start]
+
+
+def _coil_images(maps: Tensor | None, x: Tensor, s: slice, c: slice, ws: Tensor) -> Tensor:
+    """``maps[s, c] ⊙ x[s]`` into the workspace (``x[s]`` itself single-coil)."""
+    return x[s] if maps is None else torch.mul(maps[s, c], x[s], out=_part(ws, s, c))
+
+
+def _accumulate(out: Tensor, conj_images: Tensor, maps: Tensor | None, s: slice, c: slice) -> None:
+    """``out[s] (+)= sum_c maps[s, c] ⊙ conj_images`` (a chunk's coil sum; ``conj_images`` is consumed)."""
+    if maps is None:
+        out[s].copy_(conj_images)
+    elif c.start == 0:
+        torch.sum(conj_images.mul_(maps[s, c]), dim=1, keepdim=True, out=out[s])
+    else:
+        out[s].add_(conj_images.mul_(maps[s, c]).sum(dim=1, keepdim=True))
 
 
 class CartesianMRI(SubsampledOperator):
@@ -131,15 +171,19 @@ class CartesianMRI(SubsampledOperator):
         return (H * W) / m.reshape(self.batch_size, -1).sum(dim=1).clamp_min(1)
 
     # -- maps -----------------------------------------------------------------------------------------
-    # With even H, W the centring shifts of F are sign flips c (see _checkerboards), folded into the mask and
+    # With even H, W the centring shifts of F are sign flips c (see checkerboards), folded into the mask and
     # the single-coil image: F z = s c ⊙ fft2(c ⊙ z), F^H w = s c ⊙ ifft2(c ⊙ w) = s c ⊙ conj(fft2(c ⊙ conj(w))).
     # The conjugate form lets the coil sum use S itself (sum_c conj(S_c) z_c = conj(sum_c S_c conj(z_c))).
+    # Without a gradient to record, the maps go through the batch in chunks of at most CHUNK_BYTES
+    # (operators/workspace.py): no coil-sized temporary of the whole batch, outputs written in place.
     def _forward(self, x: Tensor) -> Tensor:
         x = _as_complex(x)
         boards = checkerboards(*self.ishape[2:], x.device)
         if boards is None:
             coil_images = x if self.coil_maps is None else self.coil_maps * x
             return self.observed * fft2c(coil_images)
+        if not needs_graph(x, self.coil_maps, self.mask):
+            return self._forward_chunked(x, *boards)
         x = x * boards[0]
         coil_images = x if self.coil_maps is None else self.coil_maps * x
         return torch.fft.fft2(coil_images, norm="ortho").mul_(self.observed * boards[1])  # in place: a fresh FFT
@@ -152,28 +196,59 @@ class CartesianMRI(SubsampledOperator):
             if self.coil_maps is None:
                 return coil_images
             return (self.coil_maps.conj() * coil_images).sum(dim=1, keepdim=True)
+        if not needs_graph(y, self.coil_maps, self.mask):
+            return self._adjoint_chunked(y, *boards)
         conj_images = torch.fft.fft2(_conj_times(y, self.observed * boards[0]), norm="ortho")  # conj(ifft2(c M y))
         if self.coil_maps is not None:
             conj_images = _times_maps(conj_images, self.coil_maps).sum(dim=1, keepdim=True)
         return _conj_times(conj_images, boards[1])
 
     def _normal(self, x: Tensor) -> Tensor:
-        # M is a 0/1 projection: A^H A x = sum_c conj(S_c) F^H M F (S_c x); for even sizes the signs c cancel
-        # between F and F^H but for the ones on x: A^H A x = c ⊙ conj(sum_c S_c fft2(M ⊙ conj(fft2(S_c c x)))).
+        # F^H D F is a circular convolution for a diagonal D = M^2 in k-space, so the centring shifts cancel:
+        # F^H D F = ifft2 ⊙ ifftshift(D) ⊙ fft2 for any H, W; a column mask needs only FFTs along the rows
+        # (F_H^H F_H = I). In the conjugate form of _adjoint: A^H A x = conj(sum_c S_c fft(D' ⊙ conj(fft(S_c x)))).
         x = _as_complex(x)
-        boards = checkerboards(*self.ishape[2:], x.device)
-        if boards is None:
-            if self.coil_maps is None:
-                return ifft2c(self.observed * fft2c(x))
-            coil_images = ifft2c(self.observed * fft2c(self.coil_maps * x))
-            return (self.coil_maps.conj() * coil_images).sum(dim=1, keepdim=True)
-        x = x * boards[0]
-        coil_images = x if self.coil_maps is None else self.coil_maps * x
-        kspace = torch.fft.fft2(coil_images, norm="ortho")
-        conj_images = torch.fft.fft2(_conj_times(kspace, self.observed), norm="ortho")
-        if self.coil_maps is not None:
-            conj_images = _times_maps(conj_images, self.coil_maps).sum(dim=1, keepdim=True)
-        return _conj_times(conj_images, boards[0])
+        dims = (-1,) if self.is_column_mask else (-2, -1)
+        weights = torch.fft.ifftshift(self.observed * self.observed, dim=dims)
+        maps = self.coil_maps
+        if needs_graph(x, maps, self.mask):
+            coil_images = x if maps is None else maps * x
+            conj_images = torch.fft.fftn(
+                _conj_times(torch.fft.fftn(coil_images, dim=dims, norm="ortho"), weights), dim=dims, norm="ortho"
+            )
+            if maps is not None:
+                conj_images = _times_maps(conj_images, maps).sum(dim=1, keepdim=True)
+            return torch.conj_physical(conj_images)
+        out = empty_output(self.ishape, _result_dtype(x, maps), x.device)
+        ws = _workspace(self, out.dtype, x.device)
+        for s, c in chunks(*self.oshape[:2], _plane_bytes(self, out.dtype)):
+            coil_images = _coil_images(maps, x, s, c, ws)
+            kspace = torch.fft.fftn(coil_images, dim=dims, norm="ortho")
+            conj_images = torch.fft.fftn(_conj_times(kspace, weights[s], out=kspace), dim=dims, norm="ortho")
+            _accumulate(out, conj_images, maps, s, c)
+        torch.view_as_real(out)[..., 1].neg_()
+        return out
+
+    def _forward_chunked(self, x: Tensor, board: Tensor, signed_board: Tensor) -> Tensor:
+        maps = self.coil_maps
+        y = empty_output(self.oshape, _result_dtype(x, maps), x.device)
+        x = x * board
+        weights = self.observed * signed_board
+        ws = _workspace(self, y.dtype, x.device)
+        for s, c in chunks(*self.oshape[:2], _plane_bytes(self, y.dtype)):
+            coil_images = _coil_images(maps, x, s, c, ws)
+            torch.mul(torch.fft.fft2(coil_images, norm="ortho"), weights[s], out=y[s, c])
+        return y
+
+    def _adjoint_chunked(self, y: Tensor, board: Tensor, signed_board: Tensor) -> Tensor:
+        maps = self.coil_maps
+        out = empty_output(self.ishape, _result_dtype(y, maps), y.device)
+        weights = self.observed * board
+        ws = _workspace(self, out.dtype, y.device)
+        for s, c in chunks(*self.oshape[:2], _plane_bytes(self, out.dtype)):
+            masked = _conj_times(y[s, c], weights[s], out=_part(ws, s, c))
+            _accumulate(out, torch.fft.fft2(masked, norm="ortho"), maps, s, c)
+        return _conj_times(out, signed_board, out=out)
 
     # -- ambient training ------------------------------------------------------------------------------
     def restrict(self, keep: Tensor) -> CartesianMRI:
