@@ -1,0 +1,367 @@
+"""Knee MRI from undersampled k-space only: volumes -> measurement files -> ambient prior -> reconstructions ->
+fastMRI metrics (docs/design.md §5–§8).
+
+The steps, each a function a user can call on its own:
+
+1. :func:`source_volumes`: raw volumes, the user's fastMRI ``.h5`` files (the last 20 % held out) or built-in
+   synthetic knee phantoms (written once under ``<out>/data/synthetic``, then reused);
+2. :func:`prepare_volumes`: a measurement file of them at acceleration ``R`` (random phase-encode columns,
+   fastMRI's centre fraction for ``R``: :data:`CENTER_FRACTION`) that holds only undersampled k-space; for
+   test files, a separate targets file keeps the fully sampled images, for evaluation only;
+3. :func:`train_prior` (a prior trained here) or :func:`shipped_prior` (``mri-knee-synthetic-r4`` /
+   ``-clean`` of :mod:`ambient_science.pretrained`, when it fits the data);
+4. :func:`~ambient_science.pipelines.mri_eval.evaluate`: zero-filled, L1-wavelet, CG-SENSE, one-step and
+   A-DPS per acceleration, with fastMRI's metrics;
+5. :func:`run`: all of it for one :class:`KneeRun`, writing ``metrics.json`` and ``reconstructions.png``.
+
+The sizes of a run (data, network, training and sampling budgets) are a :class:`Preset`: ``cpu`` (the
+shipped prior's 64 × 64 grid of 128 × 128 synthetic volumes), ``gpu`` (full-resolution fastMRI) or ``quick``
+(a tiny configuration for tests).
+
+    >>> from ambient_science.pipelines import mri
+    >>> metrics = mri.run(mri.KneeRun(out="runs/mri_knee", test_accelerations=(4,)))   # doctest: +SKIP
+    >>> metrics["test"]["4"]["ambient_dps"]["psnr"]                                     # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ambient_science import pretrained
+from ambient_science.datasets.measurements import MeasurementFile
+from ambient_science.datasets.prepare import prepare_fastmri
+from ambient_science.datasets.synthetic_knee import write_synthetic_knee_dataset
+from ambient_science.pipelines.mri_eval import evaluate, save_figure, targets_path
+from ambient_science.pipelines.training import train
+from ambient_science.sampling.prior import Prior, load_prior
+from ambient_science.training.config import DataConfig, RunConfig, TrainConfig
+from ambient_science.training.distributed import resolve_device
+from ambient_science.training.losses import LossConfig
+
+__all__ = [
+    "CENTER_FRACTION",
+    "PRESETS",
+    "KneeRun",
+    "Preset",
+    "prepare_volumes",
+    "run",
+    "shipped_prior",
+    "shipped_prior_fits",
+    "source_volumes",
+    "train_prior",
+]
+
+CENTER_FRACTION = {4: 0.08, 8: 0.04}  # fastMRI's (acceleration, centre fraction) pairs; 0.08 otherwise
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Sizes of one run: data, network, training and sampling budgets."""
+
+    train_volumes: int  # synthetic volumes (0: the user's files)
+    test_volumes: int
+    slices: int  # per synthetic volume
+    recon_size: int  # synthetic volumes' recon size [px]
+    resolution: int | None  # training grid [px] (None: the recon size)
+    test_slices: int  # held-out slices reconstructed (the middle ones of each test volume)
+    network: dict[str, Any] = field(default_factory=dict)
+    steps: int = 3000
+    batch_size: int = 16
+    lr: float = 1e-3
+    ema_halflife_images: float = 10_000
+    warmup_images: int = 2_000
+    dps_samples: int = 4
+    dps_steps: int = 48
+    one_step_draws: int = 8
+    l1_lams: tuple[float, ...] = (3e-4, 1e-3, 3e-3, 1e-2)
+
+
+PRESETS = {
+    "cpu": Preset(
+        train_volumes=48, test_volumes=4, slices=12, recon_size=128, resolution=64, test_slices=4,
+        network={"model_channels": 16, "channel_mult": [1, 2, 2], "num_blocks": 1, "attn_levels": [],
+                 "mid_attention": True},
+        steps=800, batch_size=16, ema_halflife_images=5_000,
+    ),
+    "gpu": Preset(
+        train_volumes=0, test_volumes=0, slices=0, recon_size=320, resolution=None, test_slices=8,
+        network={"model_channels": 128, "channel_mult": [1, 1, 2, 2, 4], "num_blocks": 2, "attn_levels": [3]},
+        steps=100_000, batch_size=32, lr=2e-4, ema_halflife_images=500_000, warmup_images=100_000,
+        dps_samples=8, dps_steps=100,
+    ),
+    "quick": Preset(
+        train_volumes=2, test_volumes=1, slices=2, recon_size=32, resolution=16, test_slices=2,
+        network={"model_channels": 8, "channel_mult": [1, 2], "num_blocks": 1, "attn_levels": [],
+                 "mid_attention": False},
+        steps=3, batch_size=4, dps_samples=2, dps_steps=4, one_step_draws=2, l1_lams=(1e-3,),
+    ),
+}  # fmt: skip
+
+
+def _torchrun_rank() -> int:
+    return int(os.environ.get("RANK", "0"))
+
+
+# -- data ---------------------------------------------------------------------------------------------
+def source_volumes(
+    out: str | Path,
+    preset: Preset,
+    *,
+    data: str | Path | None = None,
+    seed: int = 0,
+    with_train: bool = True,
+    log: Callable[[str], None] = print,
+) -> tuple[list[Path], list[Path]]:
+    """``(train files, test files)``: the fastMRI ``.h5`` files in ``data`` (the last 20 % held out), or, with
+    ``data=None``, synthetic volumes of ``preset`` cached under ``<out>/data/synthetic`` (train volumes seeded
+    with ``seed``, test volumes with ``10_000 + seed``; none for training when ``with_train`` is false)."""
+    if data:
+        files = sorted(Path(data).glob("*.h5"))
+        if len(files) < 2:
+            raise FileNotFoundError(f"--data {data}: expected at least 2 fastMRI .h5 volumes, found {len(files)}")
+        n_test = max(1, len(files) // 5)
+        return files[:-n_test], files[-n_test:]
+    root = Path(out) / "data" / "synthetic"
+    sizes = {"recon_size": (preset.recon_size, preset.recon_size), "num_slices": preset.slices}
+    splits = {"train": (preset.train_volumes if with_train else 0, seed), "test": (preset.test_volumes, 10_000 + seed)}
+    result = []
+    for name, (count, split_seed) in splits.items():
+        if count == 0:
+            result.append([])
+            continue
+        folder = root / f"{name}-{preset.recon_size}px-{preset.slices}sl"
+        files = sorted(folder.glob("*.h5"))
+        if len(files) != count:  # build once, then reuse from the cache
+            log(f"writing {count} SYNTHETIC knee volumes to {folder}")
+            files = write_synthetic_knee_dataset(folder, count, seed=split_seed, overwrite=True, **sizes)
+        result.append(files)
+    return result[0], result[1]
+
+
+def prepare_volumes(
+    files: Sequence[Path],
+    path: str | Path,
+    *,
+    acceleration: int,
+    resolution: int | None,
+    seed: int,
+    targets: bool,
+    rank: int = 0,
+) -> Path:
+    """The measurement file ``path`` of ``files`` undersampled at ``acceleration`` on the ``resolution`` grid
+    (:func:`~ambient_science.datasets.prepare.prepare_fastmri`, noise std estimated); with ``targets``, also the
+    fully sampled reference :func:`~ambient_science.pipelines.mri_eval.targets_path`. Written once, by rank 0
+    (an existing file is reused); the other torchrun ranks wait for it."""
+    path = Path(path)
+    if rank != 0:
+        while not path.exists():
+            time.sleep(1.0)
+    elif not path.exists():
+        prepare_fastmri(
+            files,
+            path,
+            acceleration=acceleration,
+            center_fraction=CENTER_FRACTION.get(acceleration, 0.08),
+            resolution=resolution,
+            seed=seed,
+            sigma_n="auto",
+            targets_output=targets_path(path) if targets else None,
+        )
+    return path
+
+
+# -- priors -------------------------------------------------------------------------------------------
+def train_prior(
+    data: str | Path,
+    run_dir: str | Path,
+    preset: Preset,
+    *,
+    steps: int | None = None,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    clean: bool = False,
+    progress: bool = True,
+    resume: bool = False,
+) -> tuple[Prior, dict[str, Any]]:
+    """Train a prior on the measurement file ``data`` with ``preset``'s network and budget (``steps`` overrides
+    its steps; ``clean``: no further corruption, so the loss is EDM's) into ``run_dir``; four checkpoints.
+
+    Returns the EMA prior and its budget ``{"source", "steps", "images_seen", "seconds"}``. Under torchrun every
+    rank calls it (DDP).
+    """
+    steps = steps or preset.steps
+    config = RunConfig(
+        data=DataConfig(path=str(data)),
+        family={"drop_fraction": 0.0} if clean else {},
+        network=dict(preset.network),
+        loss=LossConfig(kind="auto"),
+        train=TrainConfig(
+            out_dir=str(run_dir),
+            steps=steps,
+            batch_size=preset.batch_size,
+            lr=preset.lr,
+            warmup_images=preset.warmup_images,
+            ema_halflife_images=preset.ema_halflife_images,
+            checkpoint_every=max(steps // 4, 1),
+            sample_every=0,
+            seed=seed,
+            device=str(device),
+            progress=progress,
+            resume="auto" if resume else "",
+        ),
+    )
+    t0 = time.perf_counter()
+    result = train(config)
+    seconds = time.perf_counter() - t0
+    prior = load_prior(result.checkpoint, map_location=device)
+    info = {"source": f"trained in this run ({run_dir})", "steps": result.step, "images_seen": result.images_seen}
+    return prior, {**info, "seconds": round(seconds, 1)}
+
+
+def shipped_prior_fits(preset: str, data: str | Path | None) -> bool:
+    """Whether the shipped knee priors fit a run: built-in synthetic data (``data=None``) at the ``cpu`` preset."""
+    return data is None and preset == "cpu"
+
+
+def shipped_prior(
+    name: str, preset: str, *, data: str | Path | None = None, device: torch.device | str = "cpu",
+    log: Callable[[str], None] = print,
+) -> tuple[Prior, dict[str, Any]] | None:  # fmt: skip
+    """The shipped prior ``name`` and its budget (:func:`ambient_science.pretrained.budget`) when it fits the run
+    (:func:`shipped_prior_fits`), else None (and a line to ``log`` saying why)."""
+    if not shipped_prior_fits(preset, data):
+        log(f"shipped prior {name} skipped: it was trained on the built-in synthetic data at the cpu preset's grid")
+        return None
+    return pretrained.load(name, map_location=device), pretrained.budget(name)
+
+
+# -- the whole run ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class KneeRun:
+    """One run of the knee experiment (the options of ``examples/mri_knee.py``).
+
+    Priors evaluated, by label (rows ``<prefix>_one_step<suffix>``, ``<prefix>_dps<suffix>``):
+    ``ambient`` = ``prior`` (a checkpoint or exported prior) or else the shipped ``mri-knee-synthetic-r4``
+    (``use_shipped``, when it fits); ``ambient_this_run`` = trained here at ``acceleration`` (``train_here``);
+    with ``clean_baseline``: ``clean`` (shipped ``mri-knee-synthetic-clean``) and ``clean_this_run`` (trained
+    here on fully sampled images, same network and budget). ``rank``: torchrun's ``RANK`` (every rank trains,
+    only rank 0 prepares files and evaluates).
+    """
+
+    out: str | Path = "runs/mri_knee"
+    data: str | Path | None = None
+    preset: str = "cpu"
+    device: str = "auto"
+    acceleration: int = 4
+    test_accelerations: tuple[int, ...] = (4, 8)
+    train_steps: int | None = None
+    resume: bool = False
+    prior: str | Path | None = None
+    use_shipped: bool = True
+    train_here: bool = True
+    clean_baseline: bool = False
+    inference_operator: str = "full"
+    seed: int = 0
+    progress: bool = True
+    rank: int = field(default_factory=_torchrun_rank)
+
+    def __post_init__(self):
+        if self.preset not in PRESETS:
+            raise ValueError(f"preset {self.preset!r}: expected one of {sorted(PRESETS)}")
+        if self.inference_operator not in ("full", "law", "test"):
+            raise ValueError(f"inference_operator {self.inference_operator!r}: expected 'full', 'law' or 'test'")
+        if not self.train_here and not self.use_shipped:
+            raise ValueError(
+                "train_here=False (--no-training) with use_shipped=False (--train-only-here): no prior to evaluate"
+            )
+        if not self.train_here and self.prior is None and not shipped_prior_fits(self.preset, self.data):
+            raise ValueError(
+                "no prior to evaluate: train_here=False (--no-training) and no shipped prior fits preset "
+                f"{self.preset!r}{' with data=' + str(self.data) if self.data else ''}; pass prior= (--prior PATH)"
+            )
+
+
+def run(config: KneeRun, *, log: Callable[[str], None] = print) -> dict[str, Any] | None:
+    """Prepare, train, evaluate every prior of ``config`` at every test acceleration; write ``metrics.json``
+    and ``reconstructions.png`` under ``config.out`` (also the measurement files under ``data/`` and the
+    training runs under ``train/``, ``train_clean/``).
+
+    Returns the metrics ``{"train": {"acceleration", "slices", "device", "synthetic", "dps_inference_operator",
+    <label>: budget}, "test": {"<R>": {<method>: {"psnr", "ssim", "nmse"}}}}`` (None on torchrun ranks > 0).
+    """
+    preset = PRESETS[config.preset]
+    device = resolve_device(config.device)
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    train_files, test_files = source_volumes(
+        out, preset, data=config.data, seed=config.seed, with_train=config.train_here, log=log
+    )
+    data_dir = out / "data"
+    res = preset.resolution or "full"
+    training = {"steps": config.train_steps, "seed": config.seed, "device": device, "progress": config.progress,
+                "resume": config.resume}  # fmt: skip
+
+    def prepared(files, name: str, acceleration: int, seed: int, targets: bool) -> Path:
+        return prepare_volumes(files, data_dir / name, acceleration=acceleration, resolution=preset.resolution,
+                               seed=seed, targets=targets, rank=config.rank)  # fmt: skip
+
+    train_file = None
+    priors: dict[str, Prior] = {}
+    train_info: dict[str, dict] = {}
+    if config.train_here:  # every torchrun rank trains (DDP); only rank 0 evaluates
+        train_file = prepared(train_files, f"train_r{config.acceleration}_{res}.h5", config.acceleration,
+                              config.seed, False)  # fmt: skip
+        priors["ambient_this_run"], train_info["ambient_this_run"] = train_prior(
+            train_file, out / "train", preset, **training
+        )
+    if config.prior:
+        priors["ambient"] = load_prior(config.prior, map_location=device)
+        train_info["ambient"] = {"source": str(config.prior)}
+    elif config.use_shipped and (
+        shipped := shipped_prior("mri-knee-synthetic-r4", config.preset, data=config.data, device=device, log=log)
+    ):
+        priors["ambient"], train_info["ambient"] = shipped
+    if config.clean_baseline:  # fully sampled images, same network and budget
+        shipped = None
+        if config.use_shipped:
+            shipped = shipped_prior("mri-knee-synthetic-clean", config.preset, data=config.data, device=device, log=log)
+        if shipped is not None:
+            priors["clean"], train_info["clean"] = shipped
+        if config.train_here:
+            clean_file = prepared(train_files, f"train_r1_{res}.h5", 1, config.seed, False)
+            priors["clean_this_run"], train_info["clean_this_run"] = train_prior(
+                clean_file, out / "train_clean", preset, clean=True, **training
+            )
+    if config.rank != 0:
+        return None
+
+    test, figure = {}, {}
+    for R in config.test_accelerations:
+        test_file = prepared(test_files, f"test_r{R}_{res}.h5", R, config.seed + 1, True)
+        test[str(R)], figure[R] = evaluate(
+            priors, test_file, test_slices=preset.test_slices, l1_lams=preset.l1_lams,
+            one_step_draws=preset.one_step_draws, dps_samples=preset.dps_samples, dps_steps=preset.dps_steps,
+            inference_operator=config.inference_operator, seed=config.seed, device=device, progress=config.progress,
+        )  # fmt: skip
+    metrics = {
+        "train": {
+            "acceleration": config.acceleration,
+            "slices": None if train_file is None else len(MeasurementFile(train_file)),
+            "device": str(device),
+            "synthetic": config.data is None,
+            "dps_inference_operator": config.inference_operator,
+            **train_info,  # per prior label: source, steps, images_seen, seconds
+        },
+        "test": test,
+    }
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    save_figure(out / "reconstructions.png", figure, "shipped prior" if config.prior is None else "--prior")
+    return metrics

@@ -1,0 +1,203 @@
+"""MRI evaluation: held-out slices of a measurement file, the baselines and the ambient priors on them, and
+fastMRI's metrics per volume (docs/design.md §8).
+
+Methods, per acceleration (one :func:`evaluate` call per test file):
+
+* ``zero_filled``: ``Aᴴ y``;
+* ``cg_sense`` (multi-coil files only): ``argmin ‖A x − y‖² + λ‖x‖²`` by conjugate gradients, ``λ = 10⁻²``;
+* ``l1_wavelet``: compressed sensing, ``λ`` picked on the test slices themselves (the baseline at its best,
+  conservative for the prior; ``metrics["l1_wavelet"]["lam"]`` records it);
+* per prior labelled ``<prefix>[<suffix>]`` (``ambient``, ``clean``, either with ``_this_run``): the one-step
+  estimate ``<prefix>_one_step<suffix>`` (mean of ``one_step_draws`` draws of ``Ã_inf``) and the A-DPS
+  posterior mean ``<prefix>_dps<suffix>`` with its per-pixel std ``<prefix>_dps_std<suffix>`` (an image, no
+  metric). Every prior gets the same random draws (one generator seeded with ``seed``).
+
+Metrics (:func:`volume_metrics`): PSNR, SSIM and NMSE of the magnitude (root-sum-of-squares over channels)
+per held-out volume, averaged over volumes, rounded to 4 decimals.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from ambient_science.datasets.measurements import MeasurementFile
+from ambient_science.datasets.prepare import load_targets
+from ambient_science.linop import LinearOperator
+from ambient_science.metrics.mri import evaluate_volume
+from ambient_science.operators.mri_recon import cg_sense, l1_wavelet
+from ambient_science.sampling.likelihoods import GaussianLikelihood
+from ambient_science.sampling.prior import Prior
+from ambient_science.sampling.reconstruction import reconstruct
+
+__all__ = [
+    "HeldOutBatch",
+    "evaluate",
+    "format_table",
+    "held_out_batch",
+    "save_figure",
+    "targets_path",
+    "volume_metrics",
+]
+
+
+def targets_path(measurements: str | Path) -> Path:
+    """The reference file written beside a test measurement file: ``<stem>_targets.h5``."""
+    measurements = Path(measurements)
+    return measurements.with_name(measurements.stem + "_targets.h5")
+
+
+@dataclass
+class HeldOutBatch:
+    """Held-out slices of one measurement file, ready to reconstruct.
+
+    Shape: ``y`` like ``A(x)``; ``sigma (B, 1, 1, 1)`` noise std per slice; ``truth (B, h, w)`` magnitude;
+    ``volume (B,)`` the index of each slice's volume in the file (metrics are per volume).
+    """
+
+    A: LinearOperator
+    y: Tensor
+    sigma: Tensor
+    truth: Tensor
+    volume: Tensor
+
+
+def held_out_batch(path: str | Path, test_slices: int, device: torch.device | str = "cpu") -> HeldOutBatch:
+    """The middle ``test_slices`` slices of each volume of the measurement file ``path`` (its targets file,
+    :func:`targets_path`, gives the truth), with their operator, k-space and noise std (at least 10⁻⁴)."""
+    data = MeasurementFile(path)
+    targets = load_targets(targets_path(path))
+    index, volume = [], []
+    start = 0
+    for v, n in enumerate(targets["slices_per_file"]):
+        k = min(test_slices, n)
+        first = start + (n - k) // 2
+        index += list(range(first, first + k))
+        volume += [v] * k
+        start += n
+    records = [data[i] for i in index]
+    params = {k: torch.stack([r["params"][k] for r in records]).to(device) for k in data.param_names}
+    A = data.family.make(params)
+    y = torch.stack([r["y"] for r in records]).to(device)
+    sigma = torch.stack([r["sigma_n"] for r in records]).clamp_min(1e-4).to(device)
+    return HeldOutBatch(A, y, sigma.reshape(-1, 1, 1, 1), targets["target"][index], torch.tensor(volume))
+
+
+def volume_metrics(truth: Tensor, estimate: Tensor, volume: Tensor) -> dict[str, float]:
+    """fastMRI's ``{"nmse", "psnr", "ssim"}`` per volume, averaged over volumes (4 decimals).
+
+    Shape: ``truth (B, h, w)`` magnitude; ``estimate (B, C, h, w)`` complex (its root-sum-of-squares over ``C``
+    is compared) or ``(B, h, w)`` magnitude; ``volume (B,)``.
+    """
+    mag = estimate.abs().pow(2).sum(dim=1).sqrt().float().cpu() if estimate.ndim == 4 else estimate
+    per_volume = [evaluate_volume(truth[volume == v], mag[volume == v]) for v in volume.unique()]
+    return {k: round(sum(m[k] for m in per_volume) / len(per_volume), 4) for k in per_volume[0]}
+
+
+def evaluate(
+    priors: Mapping[str, Prior],
+    test_file: str | Path,
+    *,
+    test_slices: int,
+    l1_lams: Sequence[float] = (3e-4, 1e-3, 3e-3, 1e-2),
+    one_step_draws: int = 8,
+    dps_samples: int = 4,
+    dps_steps: int = 48,
+    inference_operator: str = "full",
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    progress: bool = True,
+) -> tuple[dict[str, dict[str, float]], dict[str, Tensor]]:
+    """Every method (module docstring) on the held-out slices of ``test_file``: ``(metrics, images)``.
+
+    ``metrics[method] = {"psnr", "ssim", "nmse"}``; ``images`` holds ``truth`` and every method's estimate
+    (std maps included) on ``device``. A-DPS uses ``inference_operator`` as ``Ã_inf`` and a CG data-consistency
+    step (:func:`~ambient_science.sampling.reconstruction.reconstruct`).
+    """
+    batch = held_out_batch(test_file, test_slices, device)
+    A, y, truth, volume = batch.A, batch.y, batch.truth, batch.volume
+    lik = GaussianLikelihood(A, y, batch.sigma)
+    images = {"truth": truth, "zero_filled": A.H(y)}
+    if A.coil_maps is not None:
+        images["cg_sense"] = cg_sense(A, y, lam=1e-2)
+    l1 = {lam: l1_wavelet(A, y, lam=lam) for lam in l1_lams}
+    best = max(l1, key=lambda lam: volume_metrics(truth, l1[lam], volume)["psnr"])
+    images["l1_wavelet"] = l1[best]
+    for label, prior in priors.items():
+        prefix = label.removesuffix("_this_run")
+        suffix = label[len(prefix) :]
+        generator = torch.Generator().manual_seed(seed)  # the same draws for every prior
+        post_one = reconstruct(prior, lik, method="one_step", generator=generator, num_draws=one_step_draws)
+        images[f"{prefix}_one_step{suffix}"] = post_one.mean
+        post = reconstruct(
+            prior, lik, method="dps", generator=generator, num_samples=dps_samples, steps=dps_steps,
+            inference_operator=inference_operator, data_consistency="cg", progress=progress,
+        )  # fmt: skip
+        images[f"{prefix}_dps{suffix}"], images[f"{prefix}_dps_std{suffix}"] = post.mean, post.std
+    metrics = {k: volume_metrics(truth, v, volume) for k, v in images.items() if k != "truth" and "_std" not in k}
+    metrics["l1_wavelet"]["lam"] = best
+    return metrics, images
+
+
+def save_figure(
+    path: str | Path, images_per_r: Mapping[int, Mapping[str, Tensor]], source: str = "shipped prior"
+) -> None:
+    """One row per acceleration (``images_per_r[R]`` from :func:`evaluate`), first slice: truth, zero-filled,
+    L1-wavelet, the ``ambient`` prior's one-step, A-DPS mean and std (``source`` names that prior; without one
+    the in-run prior takes those columns), the in-run prior's A-DPS mean, the clean baseline's A-DPS mean.
+    Needs matplotlib."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    first = next(iter(images_per_r.values()))
+    main = source if "ambient_dps" in first else "prior of this run"
+    if "ambient_dps" not in first:  # no shipped / --prior prior: the in-run prior fills the ambient columns
+        images_per_r = {R: {k.removesuffix("_this_run"): v for k, v in im.items()} for R, im in images_per_r.items()}
+    columns = {
+        "truth": "truth",
+        "zero_filled": "zero-filled",
+        "l1_wavelet": "L1-wavelet",
+        "ambient_one_step": f"ambient one-step\n({main})",
+        "ambient_dps": f"ambient A-DPS mean\n({main})",
+        "ambient_dps_std": f"A-DPS std\n({main})",
+        "ambient_dps_this_run": "ambient A-DPS mean\n(prior of this run)",
+        "clean_dps": "clean-trained A-DPS\n(shipped baseline)",
+    }
+    first = next(iter(images_per_r.values()))
+    cols = [k for k in columns if k in first]
+    titles = [columns[k] for k in cols]
+    fig, axes = plt.subplots(len(images_per_r), len(cols), figsize=(2.3 * len(cols), 2.5 * len(images_per_r)))
+    axes = axes.reshape(len(images_per_r), len(cols))
+    for row, (R, images) in enumerate(images_per_r.items()):
+        truth = images["truth"][0]
+        for c, (key, title) in enumerate(zip(cols, titles)):
+            img = images[key][0]
+            img = img.abs().pow(2).sum(dim=0).sqrt() if img.ndim == 3 else img.abs()
+            vmax = float(truth.max()) * (0.25 if key.endswith("std") else 1.0)
+            axes[row, c].imshow(img.cpu().numpy(), cmap="magma" if key.endswith("std") else "gray", vmin=0, vmax=vmax)
+            axes[row, c].set_xticks([])
+            axes[row, c].set_yticks([])
+            if row == 0:
+                axes[row, c].set_title(title, fontsize=9)
+        axes[row, 0].set_ylabel(f"R = {R}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def format_table(test: Mapping[str, Mapping[str, Mapping[str, float]]]) -> str:
+    """``metrics["test"]`` as a text table: one row per method, PSNR / SSIM / NMSE per acceleration."""
+    methods = list(next(iter(test.values())))
+    lines = [f"{'method':28s}" + "".join(f"   R={R}: PSNR  SSIM   NMSE" for R in test)]
+    for m in methods:
+        row = "".join(
+            f"       {test[R][m]['psnr']:6.2f} {test[R][m]['ssim']:.3f} {test[R][m]['nmse']:.4f}" for R in test
+        )
+        lines.append(f"{m:28s}{row}")
+    return "\n".join(lines)
