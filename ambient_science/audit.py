@@ -47,6 +47,7 @@ from torch import Tensor
 
 __all__ = [
     "FeatureFn",
+    "heldout_coverage",
     "load_images",
     "memorization_report",
     "ncc_features",
@@ -310,6 +311,18 @@ def memorization_report(
 # ---------------------------------------------------------------------------------------------------
 
 _KEYS = ("samples", "images", "x", "target", "data")
+
+
+def heldout_coverage(heldout: Tensor, samples: Tensor) -> float:
+    """How well samples cover fresh images of the distribution: ``mean_j max_i NCC(h_j, s_i)`` (higher is better).
+
+    A sample-quality proxy: noisy, blurred or mode-collapsed samples score low; copies of the training images
+    score like the training set itself.
+
+    Shape: ``heldout (M, C, H, W)``, ``samples (N, C, H, W)``.
+    """
+    sim, _ = nearest_neighbours(heldout, samples)
+    return float(sim.mean())
 
 
 def _pick(items: Mapping[str, Any], key: str | None, path: Path) -> Any:
