@@ -210,12 +210,22 @@ def simulate_measurements(
     )
 
 
-def record_observation(y: Tensor, params: Mapping[str, Tensor], family: InterferometerFamily) -> Observation:
+def record_observation(
+    y: Tensor,
+    params: Mapping[str, Tensor],
+    family: InterferometerFamily,
+    *,
+    ra_deg: float | None = None,
+    dec_deg: float | None = None,
+    mjd: int | None = None,
+    source: str = "simulated",
+) -> Observation:
     """One record (``y (K,)`` and its ``params``, no batch dimension) as an :class:`Observation` of its
     observed entries, e.g. to compute closure quantities or write a UVFITS file.
 
-    Times stay hours since the start of the simulated night; ``mjd``, ``ra_deg``, ``dec_deg`` keep the
-    Observation defaults (the family does not record them). Stations are the family's array.
+    Times stay hours since the start of the simulated night. The family does not record a source position
+    or date, so ``ra_deg``, ``dec_deg`` and ``mjd`` are those given, else unknown (None; ``write_uvfits``
+    then asks for them instead of writing zeros). Stations are the family's array.
     """
     keep = (params["observed"] > 0).cpu().numpy().reshape(-1)
     if not keep.any():
@@ -238,7 +248,10 @@ def record_observation(y: Tensor, params: Mapping[str, Tensor], family: Interfer
         stations=list(family.table.names),
         freq_hz=family.freq_ghz * 1e9,
         bandwidth_hz=family.bw_ghz * 1e9,
-        source="simulated",
+        ra_deg=ra_deg,
+        dec_deg=dec_deg,
+        mjd=mjd,
+        source=source,
         station_xyz=family.table.xyz,
         sefd=family.table.sefd,
     )

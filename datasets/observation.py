@@ -16,6 +16,7 @@ Field table and conventions: :mod:`ambient_science.datasets.uvfits`, which reads
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -42,9 +43,9 @@ class Observation:
     sigma: np.ndarray
     stations: list[str]
     freq_hz: float = 230e9
-    ra_deg: float = 0.0
-    dec_deg: float = 0.0
-    mjd: int = 51544
+    ra_deg: float | None = None  # None: unknown (never a silent 0)
+    dec_deg: float | None = None
+    mjd: int | None = None
     source: str = ""
     bandwidth_hz: float = 2e9
     station_xyz: np.ndarray | None = None
@@ -61,10 +62,14 @@ class Observation:
         self.stations = [str(s) for s in self.stations]
         self.freq_hz = float(self.freq_hz)
         self.bandwidth_hz = float(self.bandwidth_hz)
-        self.ra_deg = float(self.ra_deg)
-        self.dec_deg = float(self.dec_deg)
-        self.mjd = int(self.mjd)
+        self.ra_deg = None if self.ra_deg is None else float(self.ra_deg)
+        self.dec_deg = None if self.dec_deg is None else float(self.dec_deg)
+        self.mjd = None if self.mjd is None else int(self.mjd)
         self.source = str(self.source)
+        if self.dec_deg is not None and not -90.0 <= self.dec_deg <= 90.0:
+            raise ValueError(f"Observation: dec_deg must be in [-90, 90], got {self.dec_deg}")
+        if self.ra_deg is not None and not math.isfinite(self.ra_deg):
+            raise ValueError(f"Observation: ra_deg must be finite, got {self.ra_deg}")
         n = self.time.shape[0]
         bad = [f"{k} has {getattr(self, k).shape[0]}" for k in _PER_ENTRY if getattr(self, k).shape[0] != n]
         if bad:

@@ -85,10 +85,36 @@ def _decode_baseline(bl: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray
     return a1, a2, subarray
 
 
+def _open_fits(path: Path):
+    """``fits.open`` with every HDU read, or a ``ValueError`` naming the file when it is truncated or corrupt."""
+    import warnings
+
+    from astropy.io import fits
+
+    size = path.stat().st_size
+    bad = f"{path}: truncated or corrupt FITS file ({size} bytes"
+    if size == 0 or size % 2880:
+        raise ValueError(f"{bad}, not a whole number of 2880-byte FITS blocks)")
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("error", message=".*truncated.*")  # astropy warns (not raises) on those
+            hdul = fits.open(path, memmap=False)
+            hdul.readall()
+    except Exception as err:  # astropy raises OSError, ValueError, IndexError, ... on damaged files
+        text = " ".join(str(err).split()) or type(err).__name__
+        raise ValueError(f"{bad}; astropy: {text[:160]})") from err
+    ends = [info["datLoc"] + info["datSpan"] for info in (hdul.fileinfo(i) for i in range(len(hdul)))]
+    if max(ends, default=0) > size:
+        hdul.close()
+        raise ValueError(f"{bad}, its {len(hdul)} HDUs need {max(ends)})")
+    return hdul
+
+
 def read_uvfits(path: str | Path) -> Observation:
     """Read a single-source UVFITS file into a Stokes-I :class:`Observation` (conventions in the module docstring).
 
-    Raises ``FileNotFoundError`` / ``ValueError`` naming the file when it is missing, is not a random-group
+    Raises ``FileNotFoundError`` / ``ValueError`` naming the file when it is missing, truncated or corrupt
+    (not whole 2880-byte FITS blocks, or an HDU that runs past the end of the file), is not a random-group
     file, has no ``AIPS AN`` table, no Stokes I (neither ``I`` nor both parallel hands), no weights,
     several sources or subarrays, or baselines whose antennas are not in the antenna table.
     """
@@ -97,7 +123,7 @@ def read_uvfits(path: str | Path) -> Observation:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"uvfits file {path} does not exist")
-    with fits.open(path, memmap=False) as hdul:
+    with _open_fits(path) as hdul:
         primary = hdul[0]
         header = primary.header
         if not header.get("GROUPS", False) or not isinstance(primary, fits.GroupsHDU):
@@ -240,8 +266,8 @@ def read_uvfits(path: str | Path) -> Observation:
         sigma=sigma[keep],
         stations=names,
         freq_hz=freq_hz,
-        ra_deg=float(ra) if ra is not None else 0.0,
-        dec_deg=float(dec) if dec is not None else 0.0,
+        ra_deg=float(ra) if ra is not None else None,  # unknown, not 0
+        dec_deg=float(dec) if dec is not None else None,
         mjd=mjd,
         source=source,
         bandwidth_hz=bandwidth if bandwidth > 0 else 0.0,

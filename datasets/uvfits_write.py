@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -18,11 +19,22 @@ def _gmst0_deg(mjd: int) -> float:
     return float((100.46061837 + 36000.770053608 * T + 0.000387933 * T**2 - T**3 / 38710000.0) % 360.0)
 
 
-def write_uvfits(obs: Observation, path: str | Path, *, overwrite: bool = False) -> Path:
+def write_uvfits(
+    obs: Observation,
+    path: str | Path,
+    *,
+    ra_deg: float | None = None,
+    dec_deg: float | None = None,
+    mjd: int | None = None,
+    source: str | None = None,
+    overwrite: bool = False,
+) -> Path:
     """Write ``obs`` as a single-source, single-IF UVFITS file (Stokes I as ``RR = LL``, see the module docstring).
 
     ``UU``/``VV`` are written in seconds (``u / freq_hz``), the time as two ``DATE`` parameters (day and
-    fraction, for float32 precision), weights ``1 / (2 σ²)`` on each parallel hand.
+    fraction, for float32 precision), weights ``1 / (2 σ²)`` on each parallel hand. The source position and
+    date come from ``ra_deg``, ``dec_deg``, ``mjd`` (and ``source``) when given, else from ``obs``; a file
+    is never written with a position or date the observation does not have (``ValueError``).
     """
     from astropy.io import fits
     from astropy.time import Time
@@ -30,6 +42,15 @@ def write_uvfits(obs: Observation, path: str | Path, *, overwrite: bool = False)
     path = Path(path)
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
+    given = {"ra_deg": ra_deg, "dec_deg": dec_deg, "mjd": mjd, "source": source}
+    fill = {k: v for k, v in given.items() if v is not None}
+    obs = dataclasses.replace(obs, **fill) if fill else obs
+    unknown = [k for k in ("ra_deg", "dec_deg", "mjd") if getattr(obs, k) is None]
+    if unknown:
+        raise ValueError(
+            f"write_uvfits({path}): the observation has no {' / '.join(unknown)} (source position and date); pass "
+            f"{', '.join(k + '=...' for k in unknown)} (e.g. the coordinates and day the coverage was simulated for)"
+        )
     S = len(obs.stations)
     if S > 255:
         raise ValueError(f"write_uvfits: {S} stations; the 256 a1 + a2 baseline code allows at most 255")

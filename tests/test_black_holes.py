@@ -175,7 +175,10 @@ def test_dataset_records_are_reproducible_per_index(family):
 def test_record_round_trips_through_uvfits(family, tmp_path):
     sim = simulate_measurements(family, 1, generator=_g(6))
     obs = record_observation(sim.y[0], {k: v[0] for k, v in sim.params.items()}, family)
-    back = read_uvfits(write_uvfits(obs, tmp_path / "sim.uvfits"))
+    with pytest.raises(ValueError, match="no ra_deg / dec_deg / mjd"):  # never zeros silently
+        write_uvfits(obs, tmp_path / "sim.uvfits")
+    back = read_uvfits(write_uvfits(obs, tmp_path / "sim.uvfits", ra_deg=187.7, dec_deg=12.39, mjd=57854))
+    assert (back.ra_deg, back.dec_deg, back.mjd) == (187.7, 12.39, 57854)
     assert len(back) == len(obs) and back.stations == list(family.table.names)
     np.testing.assert_allclose(back.vis, obs.vis, atol=1e-6)
     assert math.isclose(back.freq_hz, family.freq_ghz * 1e9)
