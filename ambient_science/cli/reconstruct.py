@@ -6,8 +6,10 @@
 Writes ``reconstructions.h5`` (``mean``, ``std``, ``index``; the run's settings in ``attrs``),
 ``reconstructions.png`` (magnitudes of the first images: zero-filled ``Aᴴy``, mean, std, and the truth
 when given), one FITS image per reconstruction for interferometric families (pixel scale in µas, the
-source position from the file's metadata when it has one), and ``metrics.json`` when ``--truth`` is a file
-with a ``target`` dataset (e.g. the targets file of ``ambient-science prepare``).
+source position and date from ``--ra-deg``/``--dec-deg``/``--mjd``, else the file's metadata; without
+either the FITS files say so in a ``COMMENT`` and a note is printed), and ``metrics.json`` when ``--truth`` is
+a file with a ``target`` dataset (e.g. the targets file of ``ambient-science prepare``). Nothing in ``--out``
+is ever overwritten, and every input is checked before any output is written.
 
 The likelihood is Gaussian with the noise standard deviation of each record (per entry when the
 operator parameters carry ``sigma``, else the record's ``sigma_n``); ``--sigma`` overrides it.
@@ -32,11 +34,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--measurements", required=True, help="measurement file (ambient_science.datasets)")
     parser.add_argument("--out", required=True, help="output directory (existing outputs are never overwritten)")
     parser.add_argument("--method", choices=METHODS, default="dps")
-    parser.add_argument("--num-samples", type=int, default=4, help="posterior samples per image")
-    parser.add_argument("--steps", type=int, default=64, help="sampler steps (A-DPS) or annealing levels (DAPS)")
+    parser.add_argument("--num-samples", type=_positive_int, default=4, help="posterior samples per image")
+    parser.add_argument(
+        "--steps", type=_positive_int, default=64, help="sampler steps (A-DPS) or annealing levels (DAPS)"
+    )
     parser.add_argument("--indices", default="all", help="records to reconstruct: 'all', '0:8' or '1,5,7'")
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--sigma", type=float, default=None, help="noise std of the measurements (overrides)")
+    parser.add_argument("--batch-size", type=_positive_int, default=8)
+    parser.add_argument("--sigma", type=_positive_float, default=None, help="noise std of the measurements (overrides)")
     parser.add_argument(
         "--inference-operator",
         choices=("law", "test", "full", "measurement"),
@@ -50,23 +54,46 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="last nonzero noise level of the schedule (default 0.002, or the prior's sigma_n when higher)",
     )
-    parser.add_argument("--num-draws", type=int, default=1, help="draws of Ã_inf averaged in the denoiser")
+    parser.add_argument("--num-draws", type=_positive_int, default=1, help="draws of Ã_inf averaged in the denoiser")
     parser.add_argument("--data-consistency", choices=("none", "cg", "replace"), default="none")
     parser.add_argument("--truth", default=None, help="h5 file with a 'target' dataset (N, H, W) for metrics")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--ra-deg", type=float, default=None, help="source RA for FITS outputs (interferometry)")
+    parser.add_argument("--dec-deg", type=float, default=None, help="source Dec for FITS outputs")
+    parser.add_argument("--mjd", type=int, default=None, help="observing day (MJD) for FITS outputs")
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError(text)  # argparse: "invalid _positive_int value"
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not (value > 0 and value < float("inf")):
+        raise ValueError(text)
+    return value
+
+
+OUTPUTS = ("reconstructions.h5", "reconstructions.png", "metrics.json")
 
 
 def parse_indices(spec: str, n: int) -> list[int]:
     """``"all"``, ``"a:b"`` or ``"i,j,k"`` -> record indices, checked against ``n`` records."""
     if spec == "all":
         return list(range(n))
-    if ":" in spec:
-        start, _, stop = spec.partition(":")
-        idx = list(range(int(start or 0), int(stop) if stop else n))
-    else:
-        idx = [int(s) for s in spec.split(",") if s.strip()]
+    try:
+        if ":" in spec:
+            start, _, stop = spec.partition(":")
+            idx = list(range(int(start or 0), int(stop) if stop else n))
+        else:
+            idx = [int(s) for s in spec.split(",") if s.strip()]
+    except ValueError:
+        raise ValueError(f"--indices {spec!r}: expected 'all', 'a:b' or 'i,j,k' (record numbers)") from None
     bad = [i for i in idx if not 0 <= i < n]
     if bad or not idx:
         raise ValueError(f"--indices {spec!r} selects {bad or 'nothing'}; the file has {n} records (0..{n - 1})")
@@ -99,14 +126,20 @@ def run(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     target_file = out / "reconstructions.h5"
-    if target_file.exists():
-        raise FileExistsError(f"{target_file} exists; choose another --out (outputs are never overwritten)")
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"--out {out} is a file; expected an output directory")
+    existing = [p.name for p in (out / name for name in OUTPUTS) if p.exists()]
+    existing += sorted(p.name for p in out.glob("reconstruction_*.fits")) if out.is_dir() else []
+    if existing:
+        raise FileExistsError(f"{out} already holds {existing}; choose another --out (outputs are never overwritten)")
     device = resolve_device(args.device)
     data = MeasurementFile(args.measurements)
     prior = load_prior(args.checkpoint, map_location=device)
+    _check_fits(prior.family, data.family)
     if prior.family.config() != data.family_config:
         print(f"note: measurement family {data.family_config} differs from the prior's {prior.family.config()}")
     indices = parse_indices(args.indices, len(data))
+    truth = _read_truth(args.truth, indices) if args.truth else None  # checked before any output is written
     generator = torch.Generator().manual_seed(args.seed)
     means, stds, zero_filled = [], [], []
     loader = DataLoader(Subset(data, indices), batch_size=args.batch_size)
@@ -144,10 +177,9 @@ def run(args: argparse.Namespace) -> int:
         f.attrs["family"] = json.dumps(prior.family.config())
     target_file.with_name(target_file.name + ".tmp").replace(target_file)
 
-    truth = _read_truth(args.truth, indices) if args.truth else None
     _save_figure(out / "reconstructions.png", zf, mean, std, truth)
     if prior.family.name == "interferometer":
-        _save_fits(out, mean, prior.family, data.metadata)
+        _save_fits(out, mean, prior.family, {**data.metadata, **_position(args)})
     if truth is not None:
         metrics = _metrics(truth, mean)
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
@@ -156,13 +188,38 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_fits(prior_family, data_family) -> None:
+    """The prior must be of the measurements' family and image shape (parameters such as R may differ)."""
+    if prior_family.name != data_family.name or tuple(prior_family.image_shape) != tuple(data_family.image_shape):
+        raise ValueError(
+            f"the prior ({prior_family.name}, images {tuple(prior_family.image_shape)}) does not fit the "
+            f"measurements ({data_family.name}, images {tuple(data_family.image_shape)}); expected the same family "
+            "and image shape"
+        )
+
+
+def _position(args: argparse.Namespace) -> dict[str, Any]:
+    given = {"ra_deg": args.ra_deg, "dec_deg": args.dec_deg, "mjd": args.mjd}
+    return {k: v for k, v in given.items() if v is not None}
+
+
 def _read_truth(path: str, indices: list[int]) -> torch.Tensor:
     import h5py
     import numpy as np
 
-    with h5py.File(path, "r") as f:
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"--truth {path} does not exist (or is not a file); expected an h5 file with 'target'")
+    try:
+        f = h5py.File(path, "r")
+    except OSError as err:
+        raise ValueError(f"--truth {path} is not a readable HDF5 file (truncated or corrupt?)") from err
+    with f:
         if "target" not in f:
             raise KeyError(f"{path}: no 'target' dataset; expected target images of shape (N, H, W)")
+        if f["target"].ndim not in (3, 4) or f["target"].shape[0] <= max(indices):
+            raise ValueError(
+                f"{path}: 'target' has shape {f['target'].shape}; expected (N, H, W) with N > {max(indices)}"
+            )
         return torch.from_numpy(np.asarray(f["target"][sorted(indices)]))[np.argsort(np.argsort(indices))]
 
 
@@ -211,14 +268,20 @@ def _save_fits(out: Path, mean: torch.Tensor, family, metadata: dict[str, Any]) 
     config = family.config()
     npix = int(config["npix"])
     psize = float(config["fov_uas"]) / npix * RAD_PER_UAS
+    unknown = [k for k in ("ra_deg", "dec_deg", "mjd") if metadata.get(k) is None]
+    if unknown:
+        print(
+            f"note: no {' / '.join(unknown)} in the measurement file or the arguments (--ra-deg, --dec-deg, --mjd): "
+            "the FITS images carry RA = Dec = 0 and MJD 51544 as placeholders, marked UNKNOWN in their OBJECT"
+        )
     for i, image in enumerate(mean[:, 0].numpy()):
         sky = SkyImage(
             image=image,
             psize=psize,
-            ra_deg=float(metadata.get("ra_deg", 0.0)),
-            dec_deg=float(metadata.get("dec_deg", 0.0)),
+            ra_deg=float(metadata.get("ra_deg") or 0.0),
+            dec_deg=float(metadata.get("dec_deg") or 0.0),
             freq_hz=float(metadata.get("freq_hz", config.get("freq_ghz", 230.0) * 1e9)),
-            mjd=int(metadata.get("mjd", 51544)),
-            source=str(metadata.get("source", "")),
+            mjd=int(metadata.get("mjd") or 51544),
+            source=str(metadata.get("source", "")) + (" (position/date UNKNOWN)" if unknown else ""),
         )
         write_fits_image(out / f"reconstruction_{i:04d}.fits", sky)
