@@ -173,11 +173,22 @@ def part_data(ctx: dict[str, Any]) -> dict[str, Any]:
         header=vol["header"], patient_id="synthetic-knee-0", attrs={**vol["attrs"], "seed": 0}, overwrite=True,
     )  # fmt: skip
     t1 = time.perf_counter()
-    out = prepare_fastmri(
-        raw, work / "knee_r4.h5", acceleration=GPU_DATA["acceleration"], center_fraction=GPU_DATA["center_fraction"],
-        drop_fraction=GPU_DATA["drop_fraction"], targets_output=work / "knee_r4_targets.h5", overwrite=True,
-        device=device,
-    )  # fmt: skip
+
+    def prepare(espirit_device):
+        return prepare_fastmri(
+            raw, work / "knee_r4.h5", acceleration=GPU_DATA["acceleration"],
+            center_fraction=GPU_DATA["center_fraction"], drop_fraction=GPU_DATA["drop_fraction"],
+            targets_output=work / "knee_r4_targets.h5", overwrite=True, device=espirit_device,
+        )  # fmt: skip
+
+    fallback = None
+    try:
+        out = prepare(device)
+    except Exception:  # ESPIRiT on the device failed: the other parts still need data, so calibrate on the CPU
+        if device.type == "cpu":
+            raise
+        fallback = traceback.format_exc(limit=4)
+        out = prepare(None)
     t2 = time.perf_counter()
     data = MeasurementFile(out)
     records = [data[i] for i in range(len(data))]  # in memory: the timed steps read no file
@@ -190,7 +201,8 @@ def part_data(ctx: dict[str, Any]) -> dict[str, Any]:
         "slices": len(records),
         "generate_s": round(t1 - t0, 2),
         "prepare_s": round(t2 - t1, 2),
-        "espirit_device": str(device),
+        "espirit_device": str(device) if fallback is None else "cpu (fallback)",
+        **({"espirit_device_error": fallback} if fallback else {}),
     }
 
 
@@ -468,6 +480,21 @@ def ddp_worker(work: Path) -> None:
             dist.destroy_process_group()
 
 
+def _run_group(cmd: list[str], env: dict[str, str], timeout: float) -> tuple[int, str]:
+    """Run ``cmd`` in its own process group; on timeout kill the whole group (torchrun and its ranks)."""
+    import signal
+
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)  # fmt: skip
+    try:
+        _, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        _, stderr = proc.communicate()
+        return -9, f"torchrun killed after {timeout:.0f} s (time budget)\n{stderr}"
+    return proc.returncode, stderr
+
+
 def part_ddp(ctx: dict[str, Any]) -> dict[str, Any]:
     """One DDP step of two ``torchrun`` ranks vs the mean of the two ranks' single-process gradients."""
     from ambient_science.training.losses import LossConfig, build_loss
@@ -488,12 +515,13 @@ def part_ddp(ctx: dict[str, Any]) -> dict[str, Any]:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1", "--nproc_per_node=2",
            str(Path(__file__).resolve()), "--ddp-worker", str(work)]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    timeout = max(30.0, min(s.ddp_timeout, ctx["deadline"] + 60.0 - time.perf_counter()))
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=s.ddp_timeout)
+    returncode, stderr = _run_group(cmd, env, timeout)
     wall = time.perf_counter() - t0
-    if proc.returncode != 0:
-        ranks = "\n".join(line for line in proc.stderr.splitlines() if line.startswith("[rank"))
-        raise RuntimeError(f"torchrun exited with {proc.returncode}:\n{(ranks or proc.stderr)[-3000:]}")
+    if returncode != 0:
+        ranks = "\n".join(line for line in stderr.splitlines() if line.startswith("[rank"))
+        raise RuntimeError(f"torchrun exited with {returncode}:\n{(ranks or stderr)[-3000:]}")
     ddp = torch.load(work / "grads.pt", weights_only=True)
     loss_fn = build_loss(LossConfig(kind="auto"), family, cfg.sigma_data)
     ref = {n: torch.zeros_like(p) for n, p in net.named_parameters()}
@@ -537,10 +565,10 @@ def targets(parts: dict[str, Any], on_gpu: bool) -> list[dict[str, Any]]:
 
     rows = {r["step"]: r for r in parts.get("train_step", {}).get("rows", [])}
     best = rows.get("ambient_bf16") or {}
-    add("ambient step images/s at 320², bf16", best.get("img_s"), ">=", TARGETS["ambient_img_s"])
+    add("ambient step images/s, bf16", best.get("img_s"), ">=", TARGETS["ambient_img_s"])
     add("ambient / EDM step time, bf16", best.get("ratio"), "<=", TARGETS["ratio"])
     adps = {r["precision"]: r for r in parts.get("adps", {}).get("rows", [])}
-    add("A-DPS s per 320² multi-coil slice (fp32, as the example)", (adps.get("fp32") or {}).get("s_per_slice"), "<=",
+    add("A-DPS s per multi-coil slice, fp32 as the example", (adps.get("fp32") or {}).get("s_per_slice"), "<=",
         TARGETS["adps_s_per_slice"])  # fmt: skip
     return out
 
@@ -556,12 +584,17 @@ def markdown(result: dict[str, Any]) -> str:
     lines = [f"# GPU check: {meta['device_name']}", ""]
     if not meta["on_gpu"]:
         lines += ["**Not a GPU run**: the numbers below exercise the code path only; no GPU speed is claimed.", ""]
-    lines += [f"Command: `{meta['command']}`; {meta['seconds']:.0f} s; torch {meta['torch']}"
-              f"{'; tiny sizes' if meta['tiny'] else ''}. U-Net: {meta['params']:,} parameters.", ""]  # fmt: skip
+    cost = meta.get("network_cost", {}).get("ambient", {})
+    flops = f", {cost['gflop_forward_per_image']} GFLOP forward per {cost['image']} image" if cost else ""
+    tiny = "; tiny sizes" if meta["tiny"] else ""
+    lines += [f"Command: `{meta['command']}`; {meta['seconds']:.0f} s; torch {meta['torch']}{tiny}. "
+              f"U-Net: {meta['params']:,} parameters{flops}.", ""]  # fmt: skip
     lines += ["| target | value | required | met |", "|---|---|---|---|"]
     for t in result["targets"]:
         met = {True: "yes", False: "**no**", None: "n/a"}[t["met"]]
         lines.append(f"| {t['name']} | {_fmt(t['value'])} | {t['op']} {t['threshold']} | {met} |")
+    lines += ["", "The targets hold for 320 × 320 multi-coil slices on a data-centre GPU (issue #20); `n/a`: not a GPU "
+              "run, or the part did not run."]  # fmt: skip
     for name, part in parts.items():
         lines += ["", f"## {name}", ""]
         if "error" in part or "skipped" in part:
@@ -579,6 +612,26 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def describe(sizes: Sizes) -> dict[str, Any]:
+    """Parameters and forward GFLOP per image of the check's U-Nets (ambient: + mask channel; EDM: none), counted
+    by ``torch.utils.flop_counter`` on the meta device (no memory, no device)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from ambient_science.network import build_network
+
+    out = {}
+    for name, cond in (("ambient", 1), ("edm", 0)):
+        with torch.device("meta"):
+            net = build_network(_net_cfg(sizes, cond))
+            x, sigma = torch.empty(1, 2, sizes.recon, sizes.recon), torch.ones(1)
+            with FlopCounterMode(display=False) as counter:
+                net(x, sigma, torch.empty(1, cond, sizes.recon, sizes.recon))
+        gflop = counter.get_total_flops() / 1e9
+        out[name] = {"params": _params(net), "gflop_forward_per_image": float(f"{gflop:.4g}"),
+                     "image": f"{sizes.recon} x {sizes.recon}"}  # fmt: skip
+    return out
+
+
 def run(device: str, out: Path, *, tiny: bool, compile: bool, parts: list[str], max_seconds: float) -> dict:
     from ambient_science.training.distributed import resolve_device
 
@@ -587,7 +640,9 @@ def run(device: str, out: Path, *, tiny: bool, compile: bool, parts: list[str], 
     sizes = TINY if tiny else FULL
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="gpu_check_") as tmp:
-        ctx: dict[str, Any] = {"sizes": sizes, "device": dev, "work": Path(tmp), "compile": compile}
+        ctx: dict[str, Any] = {
+            "sizes": sizes, "device": dev, "work": Path(tmp), "compile": compile, "deadline": start + max_seconds,
+        }  # fmt: skip
         results: dict[str, Any] = {}
         for name in parts:
             elapsed = time.perf_counter() - start
@@ -606,11 +661,7 @@ def run(device: str, out: Path, *, tiny: bool, compile: bool, parts: list[str], 
             print(f"[gpu_check] {name}: {'FAILED' if 'error' in results[name] else 'ok'} "
                   f"({results[name]['seconds']} s)", flush=True)  # fmt: skip
     on_gpu = dev.type == "cuda"
-    cfg = _net_cfg(sizes, 1)
-    from ambient_science.network import build_network
-
-    with torch.device("meta"):
-        params = _params(build_network(cfg))
+    network = describe(sizes)
     result = {
         "meta": {
             "command": "python benchmarks/gpu_check.py " + " ".join(sys.argv[1:]),
@@ -625,7 +676,8 @@ def run(device: str, out: Path, *, tiny: bool, compile: bool, parts: list[str], 
             "cudnn_tf32": torch.backends.cudnn.allow_tf32,
             "matmul_tf32": torch.backends.cuda.matmul.allow_tf32,
             "network": copy.deepcopy(sizes.network),
-            "params": params,
+            "params": network["ambient"]["params"],
+            "network_cost": network,
             "sizes": {k: v for k, v in asdict(sizes).items() if k != "network"},
             "started": started,
             "seconds": round(time.perf_counter() - start, 1),
@@ -647,8 +699,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--compile", action="store_true", help="also time torch.compile'd training steps")
     p.add_argument("--parts", nargs="+", choices=list(PARTS), default=list(PARTS))
     p.add_argument("--max-seconds", type=float, default=450.0, help="skip the parts left after this long")
+    p.add_argument("--describe", action="store_true", help="print the U-Nets' parameters and GFLOP, run nothing")
     p.add_argument("--ddp-worker", type=Path, default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.describe:
+        print(json.dumps(describe(TINY if args.tiny else FULL), indent=2))
+        return 0
     if args.ddp_worker is not None:
         ddp_worker(args.ddp_worker)
         return 0

@@ -111,3 +111,14 @@ def test_tiny_cpu_check_runs_every_part(tmp_path):
     assert ddp["grad_rel_diff_worst_tensor"] < 1e-4
     text = (tmp_path / "gpu_check.md").read_text()
     assert "Not a GPU run" in text and "## ddp" in text
+
+
+def test_more_ranks_than_gpus_is_a_clear_error(monkeypatch):
+    from ambient_science.training.distributed import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert resolve_device("cuda", local_rank=0) == torch.device("cuda", 0)
+    assert resolve_device("cuda:0", local_rank=1) == torch.device("cuda", 0)  # an explicit index wins
+    with pytest.raises(RuntimeError, match="needs CUDA device 1, but 1 are visible"):
+        resolve_device("cuda", local_rank=1)

@@ -61,7 +61,14 @@ def resolve_device(spec: str = "auto", local_rank: int = 0) -> torch.device:
         if not torch.cuda.is_available():
             raise RuntimeError(f"device {spec!r} requested but CUDA is not available; use --device cpu or auto")
         device = torch.device(spec)
-        return torch.device("cuda", local_rank) if device.index is None else device
+        count = torch.cuda.device_count()
+        index = local_rank if device.index is None else device.index
+        if index >= count:
+            raise RuntimeError(
+                f"device {spec!r} for local rank {local_rank} needs CUDA device {index}, but {count} are visible; "
+                f"start at most {count} processes per node (torchrun --nproc_per_node={count})"
+            )
+        return torch.device("cuda", index)
     raise ValueError(f"unknown device {spec!r}; expected auto, cpu, cuda or cuda:N")
 
 
