@@ -3,6 +3,7 @@
     ambient-science prepare synthetic-knee data/knee --volumes 8 --recon-size 128
     ambient-science prepare fastmri data/knee -o data/knee_r4.h5 --acceleration 4 --resolution 64
     ambient-science prepare black-holes data/bh.h5 --records 8192 --npix 32
+    ambient-science prepare images my_scans/ -o data/mine_r4.h5 --acceleration 4 --resolution 64
 """
 
 from __future__ import annotations
@@ -14,17 +15,25 @@ from pathlib import Path
 
 import h5py
 
+from ambient_science.datasets.images import prepare_images
 from ambient_science.datasets.measurements import save_measurements
 from ambient_science.datasets.prepare import prepare_fastmri
 from ambient_science.datasets.synthetic_knee import write_synthetic_knee_dataset
 from ambient_science.operators.mri_masks import MASK_KINDS
-from ambient_science.pipelines.eht import COVERAGE_LAW, TRAIN_GAINS, training_records
+from ambient_science.pipelines.eht import (
+    BROAD_ARRAYS,
+    COVERAGE_LAW,
+    TRAIN_FLUX_JY,
+    TRAIN_GAINS,
+    broad_training_records,
+    training_records,
+)
 
 __all__ = ["add_arguments", "run"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """``prepare fastmri ...``, ``prepare synthetic-knee ...`` and ``prepare black-holes ...``."""
+    """``prepare fastmri ...``, ``prepare synthetic-knee ...``, ``prepare images ...``, ``prepare black-holes ...``."""
     sub = parser.add_subparsers(dest="source", metavar="SOURCE", required=True)
 
     p = sub.add_parser("fastmri", help="fastMRI volumes -> an undersampled measurement file")
@@ -63,6 +72,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     q.add_argument("--dry-run", action="store_true", help="print the resolved settings and exit")
     q.set_defaults(_prepare=_run_synthetic)
 
+    m = sub.add_parser("images", help="your magnitude images (NIfTI, .npy/.npz, PNG folders) -> a measurement file")
+    m.add_argument("inputs", nargs="+", type=Path, help="image files or folders (datasets/images.py lists formats)")
+    m.add_argument("-o", "--output", type=Path, required=True, help="measurement file of the training volumes")
+    m.add_argument("--acceleration", type=float, default=4.0)
+    m.add_argument("--center-fraction", type=float, default=None, help="default 0.08 for R <= 4, else 0.04")
+    m.add_argument("--mask", dest="mask_kind", default="random", choices=list(MASK_KINDS))
+    m.add_argument("--resolution", type=int, default=None, help="resize slices to this side (default: kept)")
+    m.add_argument("--masks-per-slice", type=int, default=1, help="masks drawn per training slice")
+    m.add_argument("--holdout", type=float, default=0.2, help="fraction of volumes held out (OUT_heldout.h5)")
+    m.add_argument("--drop-fraction", type=float, default=0.2, help="further corruption at training time")
+    m.add_argument("--noise", type=float, default=0.01, help="k-space noise std relative to the image maximum")
+    m.add_argument("--seed", type=int, default=0)
+    m.add_argument("--overwrite", action="store_true")
+    m.add_argument("--dry-run", action="store_true", help="print the resolved settings and exit")
+    m.set_defaults(_prepare=_run_images)
+
     b = sub.add_parser(
         "black-holes", help="SYNTHETIC black-hole observations -> a measurement file of visibilities only"
     )
@@ -71,6 +96,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     b.add_argument("--npix", type=int, default=32, help="image side in pixels")
     b.add_argument("--fov-uas", type=float, default=128.0, help="field of view in µas")
     b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--generator", choices=["rings", "broad"], default="rings",
+                   help="rings: the 32 px prior's rings/crescents (EHT 2017); broad: datasets.black_hole_families "
+                        "(EHT 2017 and eht2025 coverages, records normalised to the training flux)")  # fmt: skip
+    b.add_argument("--split", default="both", choices=["both", "texture", "double_ring", "none"],
+                   help="broad: the held-out families left out of the records (both: texture and double_ring)")
+    b.add_argument("--arrays", default=",".join(BROAD_ARRAYS), help="broad: comma-separated arrays, in turn")
     b.add_argument("--overwrite", action="store_true")
     b.add_argument("--dry-run", action="store_true", help="print the resolved settings and exit")
     b.set_defaults(_prepare=_run_black_holes)
@@ -145,17 +176,40 @@ def _run_synthetic(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_images(args: argparse.Namespace) -> int:
+    settings = {"inputs": [str(p) for p in args.inputs], "output": str(args.output), "acceleration": args.acceleration,
+                "center_fraction": args.center_fraction, "mask_kind": args.mask_kind, "resolution": args.resolution,
+                "masks_per_slice": args.masks_per_slice, "holdout": args.holdout, "drop_fraction": args.drop_fraction,
+                "noise_level": args.noise, "seed": args.seed, "overwrite": args.overwrite}  # fmt: skip
+    if args.dry_run:
+        print(json.dumps(settings, indent=2))
+        return 0
+    kwargs = {k: v for k, v in settings.items() if k not in ("inputs", "output")}
+    written = prepare_images(args.inputs, args.output, **kwargs)
+    for part, path in written.items():
+        print(f"wrote {part}: {path}")
+    return 0
+
+
 def _run_black_holes(args: argparse.Namespace) -> int:
     """Simulate records with :func:`ambient_science.pipelines.eht.training_records` (the coverage law of
     ``examples/black_hole.py``) and write them; the images never reach the file."""
     settings = {"output": str(args.output), "records": args.records, "npix": args.npix, "fov_uas": args.fov_uas,
                 "seed": args.seed, "coverage_law": COVERAGE_LAW, "gains": TRAIN_GAINS}  # fmt: skip
+    if args.generator == "broad":
+        arrays = [a.strip() for a in args.arrays.split(",") if a.strip()]
+        settings.update(generator="broad", split=args.split, arrays=arrays, train_flux_jy=TRAIN_FLUX_JY)
     if args.dry_run:
         print(json.dumps(settings, indent=2))
         return 0
     if args.output.exists() and not args.overwrite:
         raise FileExistsError(f"{args.output} exists; pass --overwrite to replace it")
-    ds = training_records(args.records, args.npix, args.fov_uas, seed=args.seed)
+    if args.generator == "broad":
+        ds = broad_training_records(
+            args.records, args.npix, args.fov_uas, seed=args.seed, split=args.split, arrays=settings["arrays"]
+        )
+    else:
+        ds = training_records(args.records, args.npix, args.fov_uas, seed=args.seed)
     save_measurements(args.output, ds.y, ds.params, ds.family, sigma_n=ds.sigma_n, overwrite=args.overwrite,
                       metadata={"source": "SYNTHETIC black holes (visibilities only)", **settings})  # fmt: skip
     print(f"wrote {len(ds)} SYNTHETIC black-hole observations (visibilities only) to {args.output}")
