@@ -142,7 +142,7 @@ def test_export_writes_a_loadable_prior_and_its_card(runs, capsys):
     assert all(torch.equal(u, v) for u, v in zip(a.network.state_dict().values(), b.network.state_dict().values()))
     card = json.loads((dest / "toy" / "prior.json").read_text())["card"]
     assert card["images_seen"] == 8 and card["commit"] == "abc1234" and card["corruption"] != "none"
-    assert main(argv) == 1  # never replaced silently
+    assert main(argv) == 2  # never replaced silently (a user error: one line, exit 2)
     assert "exists" in capsys.readouterr().err
     assert main([*argv, "--overwrite"]) == 0
     with pytest.raises(CheckpointError, match="EMA weights only"):
@@ -152,9 +152,9 @@ def test_export_writes_a_loadable_prior_and_its_card(runs, capsys):
 def test_export_refuses_wrong_labels_and_corrupt_weights(runs, capsys):
     root, run, config = runs
     base = ["--config", str(config), "--commit", "abc1234", "--out-root", str(root / "bad")]
-    assert main(["export-prior", str(run["clean"]), "--name", "x", "--kind", "ambient", *base]) == 1
+    assert main(["export-prior", str(run["clean"]), "--name", "x", "--kind", "ambient", *base]) == 2
     assert "not an ambient prior" in capsys.readouterr().err
-    assert main(["export-prior", str(run["masked"]), "--name", "x", "--kind", "clean", *base]) == 1
+    assert main(["export-prior", str(run["masked"]), "--name", "x", "--kind", "clean", *base]) == 2
     assert "label the prior 'ambient'" in capsys.readouterr().err
     assert not (root / "bad" / "x").exists()
     assert main(["export-prior", str(run["clean"]), "--name", "c", "--kind", "clean", *base]) == 0

@@ -38,11 +38,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=1024, help="rows per similarity block (memory)")
     parser.add_argument("--out", default="runs/audit", help="output directory (default: runs/audit)")
     parser.add_argument("--no-plots", action="store_true", help="write audit.json only (no matplotlib needed)")
+    parser.add_argument("--overwrite", action="store_true", help="replace the outputs of an earlier audit in --out")
+
+
+OUTPUTS = ("audit.json", "histogram.png", "closest_pairs.png")
 
 
 def run(args: argparse.Namespace) -> int:
     from ambient_science.audit import load_images, memorization_report, plot_closest_pairs, plot_histogram
+    from ambient_science.cli import error_line
 
+    out = Path(args.out)
+    existing = [name for name in OUTPUTS if (out / name).exists()]
+    if existing and not args.overwrite:
+        print(f"ambient-science audit: error: {out} already holds {existing}; pass --overwrite or another --out",
+              file=sys.stderr)  # fmt: skip
+        return 2
     try:
         samples = load_images(args.samples, args.key, channels_last=args.channels_last)
         training = load_images(args.training, args.key, channels_last=args.channels_last)
@@ -58,10 +69,9 @@ def run(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
         )
     except (OSError, KeyError, TypeError, ValueError) as err:
-        print(f"ambient-science audit: error: {err}", file=sys.stderr)
+        print(f"ambient-science audit: error: {error_line(err)}", file=sys.stderr)
         return 2
     report["files"] = {"samples": str(args.samples), "training": str(args.training), "reference": args.reference}
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "audit.json").write_text(json.dumps(report, indent=1) + "\n")
     if not args.no_plots:

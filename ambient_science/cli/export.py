@@ -18,7 +18,6 @@ import json
 import os
 import platform
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -191,18 +190,19 @@ def render_cards(root: Path) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ambient_science.training.checkpoint import CheckpointError, export_prior
+    from ambient_science.training.checkpoint import export_prior
 
     if args.out_root is None:
         from ambient_science import pretrained
 
         args.out_root = pretrained.ROOT
-    try:
-        card = build_card(args.run, args)
-        out = export_prior(args.run, args.out_root / args.name, card=card, overwrite=args.overwrite)
-    except (CheckpointError, ValueError, KeyError, FileExistsError, FileNotFoundError) as err:
-        print(f"ambient-science export-prior: {err}", file=sys.stderr)
-        return 1
+    if not args.config.is_file():
+        raise FileNotFoundError(f"--config {args.config} does not exist; expected the committed training config")
+    target = args.out_root / args.name
+    if target.exists() and not args.overwrite:  # before any work: nothing is written
+        raise FileExistsError(f"{target} exists; pass --overwrite to replace it")
+    card = build_card(args.run, args)  # errors: one line, exit 2 (ambient_science.cli)
+    out = export_prior(args.run, target, card=card, overwrite=args.overwrite)
     readme = render_cards(args.out_root)
     size = sum(f.stat().st_size for f in out.iterdir()) / 1e6
     print(f"exported {args.name} ({card['kind']}, {card['images_seen']:,} images seen) to {out} ({size:.1f} MB)")
