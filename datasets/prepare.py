@@ -128,6 +128,9 @@ def prepare_fastmri(
 
     if mask_per not in ("slice", "volume"):
         raise ValueError(f"mask_per must be 'slice' or 'volume', got {mask_per!r}")
+    for out in (output, targets_output):  # before any work
+        if out is not None and Path(out).exists() and not overwrite:
+            raise FileExistsError(f"{out} exists; pass overwrite=True (--overwrite) to replace it")
     paths = _h5_paths(inputs)
     volumes = [FastMRIVolume(p) for p in paths]
     multicoil = {v.is_multicoil for v in volumes}

@@ -162,6 +162,10 @@ def _run_synthetic(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(json.dumps(settings, indent=2))
         return 0
+    names = [args.output / f"synthetic_knee_{args.seed + i:05d}.h5" for i in range(args.volumes)]
+    existing = [str(p) for p in names if p.exists()]
+    if existing and not args.overwrite:  # before writing any volume
+        raise FileExistsError(f"{existing[0]} exists ({len(existing)} of the volumes do); pass --overwrite")
     paths = write_synthetic_knee_dataset(
         args.output,
         args.volumes,
