@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ambient_science.datasets.black_hole_families import BroadImageConfig, sample_family_images, split_config
 from ambient_science.datasets.black_holes import record_observation, simulate_measurements
 from ambient_science.datasets.measurements import MeasurementDataset
 from ambient_science.datasets.uvfits import Observation
@@ -43,11 +44,14 @@ from ambient_science.operators.eht_noise import apply_station_gains, station_gai
 from ambient_science.operators.interferometry import Interferometer, InterferometerFamily, density_weights
 
 __all__ = [
+    "BROAD_ARRAYS",
     "COVERAGE_LAW",
     "TEST_GAIN_AMP",
+    "TRAIN_FLUX_JY",
     "TRAIN_GAINS",
     "HeldOut",
     "ambient_records",
+    "broad_training_records",
     "closure_observation",
     "coverage_family",
     "held_out_observations",
@@ -94,6 +98,81 @@ def training_records(n: int, npix: int, fov_uas: float, *, seed: int, min_vis: i
     y, params, sigma_n = ambient_records(sim.y, sim.params, npix, family.pixel_size)
     del sim  # the images are gone: only the records go on
     return MeasurementDataset(y, params, coverage_family(npix, fov_uas, normalize=True), sigma_n)
+
+
+# The broad 64 × 64 prior (black-hole-eht-64): coverages of the EHT 2017 array and of the larger eht2025 array
+# (half the records each), the same cadence, windows and gains as COVERAGE_LAW; every record normalised to the
+# training flux (module docstring of ambient_science.datasets.black_hole_families for the images).
+BROAD_ARRAYS: tuple[str, ...] = ("eht2017", "eht2025")
+TRAIN_FLUX_JY = 1.0
+
+
+def _remap_stations(params: dict[str, Tensor], src: InterferometerFamily, dst: InterferometerFamily) -> None:
+    """Station indices ``t1``, ``t2`` of ``src``'s table -> ``dst``'s (by name), in place."""
+    names = list(dst.table.names)
+    missing = [s for s in src.table.names if s not in names]
+    if missing:
+        raise ValueError(f"broad_training_records: stations {missing} are not in the {dst.table.names} table")
+    lut = torch.tensor([names.index(s) for s in src.table.names])
+    obs = params["observed"] > 0
+    for k in ("t1", "t2"):
+        params[k] = torch.where(obs, lut[params[k].clamp(0, len(lut) - 1)], torch.zeros_like(params[k]))
+
+
+def broad_training_records(
+    n: int,
+    npix: int = 64,
+    fov_uas: float = 160.0,
+    *,
+    seed: int,
+    split: str = "both",
+    arrays: Sequence[str] = BROAD_ARRAYS,
+    train_flux_jy: float = TRAIN_FLUX_JY,
+    image_config: BroadImageConfig | None = None,
+    min_vis: int = 10,
+    chunk: int = 1024,
+) -> MeasurementDataset:
+    """``n`` SYNTHETIC training records of the broad generator (``split_config(split, "train")``: by default
+    without the held-out ``texture`` and ``double_ring`` families), observed by random coverages of ``arrays``
+    (in turn, ``n / len(arrays)`` each) with thermal noise and :data:`TRAIN_GAINS`; each record's visibilities
+    and sigmas scaled by ``train_flux_jy / F`` with ``F`` its total (zero-baseline) flux, then made a record of
+    the normalised family of the last (largest) array by :func:`ambient_records`. The images are discarded.
+    """
+    if n < len(arrays):
+        raise ValueError(f"broad_training_records: need n >= {len(arrays)} (one record per array), got {n}")
+    base = image_config or BroadImageConfig(npix=npix, fov_uas=fov_uas)
+    cfg = split_config(split, "train", base) if split != "none" else base
+    fams = [coverage_family(npix, fov_uas, normalize=False, array=a) for a in arrays]
+    target = fams[-1]
+    K = max(f.max_vis for f in fams)
+    g = torch.Generator().manual_seed(seed)
+    ys, sig_n, params = [], [], {}
+    done = 0
+    for j, fam in enumerate(fams):
+        n_j = (n - done) // (len(fams) - j)
+        for start in range(0, n_j, chunk):
+            b = min(chunk, n_j - start)
+            x, p = sample_family_images(b, cfg, generator=g)
+            sim = simulate_measurements(fam, b, generator=g, images=x, min_vis=min_vis, **TRAIN_GAINS)
+            scale = (train_flux_jy / p["flux_jy"]).reshape(-1, 1)
+            prm = dict(sim.params)
+            prm["sigma"] = torch.where(prm["observed"] > 0, prm["sigma"] * scale, prm["sigma"])
+            if fam is not target:
+                _remap_stations(prm, fam, target)
+            pad = K - sim.y.shape[1]
+            prm = {k: torch.nn.functional.pad(v, (0, 0, 0, pad) if v.ndim == 3 else (0, pad)) for k, v in prm.items()}
+            prm["sigma"][:, K - pad :] = 1.0
+            y_net, prm, sn = ambient_records(
+                torch.nn.functional.pad(sim.y * scale, (0, pad)), prm, npix, target.pixel_size
+            )
+            ys.append(y_net)
+            sig_n.append(sn)
+            for k, v in prm.items():
+                params.setdefault(k, []).append(v)
+            print(f"  records: {done + start + b}/{n} ({fam.table.names[0]}.. {len(fam.table)} stations)", flush=True)
+        done += n_j
+    family = coverage_family(npix, fov_uas, normalize=True, array=arrays[-1], max_vis=K)
+    return MeasurementDataset(torch.cat(ys), {k: torch.cat(v) for k, v in params.items()}, family, torch.cat(sig_n))
 
 
 def ambient_records(
