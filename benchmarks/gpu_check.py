@@ -316,6 +316,7 @@ def part_bf16_agreement(ctx: dict[str, Any]) -> dict[str, Any]:
         "steps": s.agree_steps,
         "batch": s.agree_batch,
         "lr": s.agree_lr,
+        "dropout": "off (eval mode): the two runs differ only by precision",
         "bf16_active": ctx["device"].type == "cuda",
         "median_rel_diff": statistics.median(rel),
         "max_rel_diff": max(rel),
@@ -412,7 +413,7 @@ def _ddp_plan(device: torch.device) -> dict[str, Any]:
 
 
 def _perturbed(net: torch.nn.Module) -> torch.nn.Module:
-    """The zero-initialised output layers perturbed, so every gradient is non-zero and comparable."""
+    """Every parameter nudged (the zero-initialised output layers too), so that every gradient is non-zero."""
     g = torch.Generator().manual_seed(1)
     with torch.no_grad():
         for p in net.parameters():

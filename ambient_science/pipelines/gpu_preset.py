@@ -8,11 +8,11 @@ What it fixes (issue #20; docs/design.md §7 for the MRI data path):
 * network: an EDM U-Net with 64 channels at 320², multipliers (1, 2, 2, 4, 4) (levels at 320, 160, 80, 40
   and 20 pixels), two residual blocks per level, self-attention at 40 × 40 and in the 20 × 20 middle block,
   dropout 0.1: **28,984,962 parameters** for a complex image plus its mask channel (28,984,386 for the clean
-  EDM baseline without the mask channel). Forward cost at 320²: 338 GFLOP per image (counted with
-  ``torch.utils.flop_counter`` on the meta device), so a training step (forward + backward, about 3×) is about
-  1.0 TFLOP per image; the issue's 100 images/s then needs about 100 TFLOP/s of bf16. The 128-channel,
-  (1, 1, 2, 2, 4) U-Net used before (75.2 M parameters) costs 786 GFLOP per image forward (2.4 TFLOP per
-  training image): too much for that target on one data-centre GPU;
+  EDM baseline without the mask channel). Forward cost at 320²: 337.5 GFLOP per image (``python
+  benchmarks/gpu_check.py --describe``: ``torch.utils.flop_counter`` on the meta device), so a training step
+  (forward + backward, about 3× the forward) is about 1.0 TFLOP per image, and the issue's 100 images/s needs about
+  100 TFLOP/s of bf16. The 128-channel, (1, 1, 2, 2, 4) U-Net used before (75.2 M parameters, 786 GFLOP per image
+  forward, counted the same way) would need about 240 TFLOP/s for it;
 * training: global batch 32 (split over ``torchrun`` ranks), AdamW at 2e-4 after a 100k-image warm-up,
   EMA half-life 500k images, 3.2 M images (100k steps), bf16 autocast, channels-last weights,
   ``torch.compile`` off by default (``compile=True`` to switch it on);
