@@ -282,7 +282,7 @@ def _h5_paths(paths: str | Path | Sequence[str | Path]) -> list[Path]:
     for p in map(Path, items):
         out.extend(sorted(p.glob("*.h5")) if p.is_dir() else [p])
     if not out:
-        raise FileNotFoundError(f"no fastMRI .h5 files found in {items}")
+        raise FileNotFoundError(f"no fastMRI .h5 files found in {', '.join(str(p) for p in items)}")
     return out
 
 

@@ -110,9 +110,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _sigma_arg(text: str) -> float | str:
     if text == "auto":
         return text
-    value = float(text)  # argparse reports a ValueError as "invalid value"
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
     if not (math.isfinite(value) and value >= 0):
-        raise ValueError(text)
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a number >= 0, got {text!r}")
     return value
 
 

@@ -14,7 +14,8 @@ File format (every section and key optional; see ``configs/pixel_mask_toy.toml``
     channel_mult = [1, 2, 2]
 
     [loss]                          # LossConfig: kind = "auto" | "ambient" | "noisy_ambient", p_mean, p_std
-    [train]                         # TrainConfig fields
+    [train]                         # TrainConfig fields; method = "ambient" | "em"
+    [em]                            # EMConfig fields (method = "em": expectation maximisation)
 
 Unknown sections or keys are errors (a typo never passes silently), and so is a value of the wrong type
 or out of range: every field is checked by its declared type (``true``/``false`` only for booleans, never
@@ -38,6 +39,7 @@ from ambient_science.training.losses import LossConfig
 
 __all__ = [
     "DataConfig",
+    "EMConfig",
     "RunConfig",
     "TrainConfig",
     "apply_overrides",
@@ -91,6 +93,7 @@ class TrainConfig:
     progress: bool = True
     resume: str = ""
     max_minutes: float = 0.0
+    method: str = "ambient"  # "ambient": the ambient / EDM loss on the measurements; "em": [em] (training.em)
 
     def __post_init__(self):
         check_fields(TrainConfig, "train", vars(self), _TRAIN_RANGES)
@@ -118,7 +121,17 @@ _NETWORK_RANGES = {
     "sigma_data": _GT0,
     "dropout": (0, 1, True),
 }
-_CHOICES = {("loss", "kind"): ("auto", "ambient", "noisy_ambient")}
+_EM_RANGES = {
+    **dict.fromkeys(("images_per_round", "gaussian_iters", "gaussian_cg_iters", "sampling_steps", "batch_size"), _GE1),
+    "cg_iters": _GE0,
+    **dict.fromkeys(("sigma_min", "sigma_max", "rho"), _GT0),
+    "eta": (0, 1, True),
+}
+_CHOICES = {
+    ("loss", "kind"): ("auto", "ambient", "noisy_ambient"),
+    ("train", "method"): ("ambient", "em"),
+    ("em", "gaussian_basis"): ("auto", "fourier", "pixel"),
+}
 
 
 def _type_name(tp) -> str:
@@ -206,6 +219,36 @@ class DataConfig:
 
 
 @dataclass(frozen=True)
+class EMConfig:
+    """``[em]``: expectation maximisation (``train.method = "em"``, :mod:`ambient_science.training.em`).
+
+    Rounds of ``images_per_round`` training images (M-steps), each after an E-step that draws one posterior
+    sample per training measurement: the first from a Gaussian prior fitted by ``gaussian_iters`` Monte-Carlo
+    EM iterations (``gaussian_basis``: ``"fourier"`` stationary covariance, ``"pixel"`` diagonal, ``"auto"``
+    Fourier for complex images), then by MMPS with the current prior (``sampling_steps`` levels of an EDM
+    schedule from ``sigma_max`` to ``sigma_min``, ``cg_iters`` conjugate-gradient iterations per level, ``eta``
+    0 deterministic to 1 ancestral), ``batch_size`` measurements at a time.
+    """
+
+    images_per_round: int = 5_000
+    gaussian_iters: int = 16
+    gaussian_basis: str = "auto"
+    gaussian_cg_iters: int = 32
+    sampling_steps: int = 16
+    cg_iters: int = 1
+    sigma_min: float = 0.005
+    sigma_max: float = 10.0
+    rho: float = 7.0
+    eta: float = 1.0
+    batch_size: int = 32
+
+    def __post_init__(self):
+        check_fields(EMConfig, "em", vars(self), _EM_RANGES)
+        if self.sigma_min >= self.sigma_max:
+            raise ValueError(f"em.sigma_min ({self.sigma_min}) must be below em.sigma_max ({self.sigma_max})")
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """Everything a training run needs; ``network`` holds UNetConfig/MLPConfig fields minus the channels
     the family fixes, ``family`` overrides of the data's family config."""
@@ -215,6 +258,7 @@ class RunConfig:
     network: dict[str, Any] = field(default_factory=dict)
     loss: LossConfig = field(default_factory=LossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    em: EMConfig = field(default_factory=EMConfig)
 
     def to_dict(self) -> dict[str, Any]:
         def plain(obj):
@@ -259,7 +303,7 @@ def _check_network(network: dict[str, Any]) -> None:
 
 def run_config_from_dict(config: dict[str, Any]) -> RunConfig:
     """Build a :class:`RunConfig` from nested dicts (a parsed TOML/JSON file); rejects unknown keys."""
-    sections = {"data", "family", "network", "loss", "train"}
+    sections = {"data", "family", "network", "loss", "train", "em"}
     unknown = sorted(set(config) - sections)
     if unknown:
         raise ValueError(f"unknown config section(s) {unknown}; known: {sorted(sections)}")
@@ -278,18 +322,31 @@ def run_config_from_dict(config: dict[str, Any]) -> RunConfig:
         network=network,
         loss=_build(LossConfig, "loss", config.get("loss", {})),
         train=_build(TrainConfig, "train", config.get("train", {})),
+        em=_build(EMConfig, "em", config.get("em", {})),
     )
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
     """Parse a ``.toml`` or ``.json`` config file into nested dicts."""
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"config file {path} is a directory; expected a .toml or .json file")
     if not path.is_file():
         raise FileNotFoundError(f"config file {path} does not exist")
-    text = path.read_text()
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path}: not a text file ({err}); expected a .toml or .json config") from err
     if path.suffix.lower() == ".json":
-        return json.loads(text)
-    return _toml_loads(text, str(path))
+        try:
+            config = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}: invalid JSON: {err}") from err
+    else:
+        config = _toml_loads(text, str(path))
+    if not isinstance(config, dict):
+        raise ValueError(f"{path}: expected a table of [sections], got {type(config).__name__}")
+    return config
 
 
 def _toml_loads(text: str, where: str) -> dict[str, Any]:
