@@ -694,7 +694,7 @@ def run(device: str, out: Path, *, tiny: bool, compile: bool, parts: list[str], 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--device", default="cuda", help="cuda, cuda:N, cpu or auto (default cuda)")
+    p.add_argument("--device", default="auto", help="cuda, cuda:N, cpu or auto (CUDA when present; the default)")
     p.add_argument("--out", type=Path, default=Path("runs/gpu_check"))
     p.add_argument("--tiny", action="store_true", help="tiny sizes (the CPU test)")
     p.add_argument("--compile", action="store_true", help="also time torch.compile'd training steps")
