@@ -44,7 +44,7 @@ import torch
 from torch import Tensor
 
 from ambient_science.datasets.fastmri import FastMRIVolume, _h5_paths, _name_seed, image_grid
-from ambient_science.datasets.kspace_noise import block_energies, estimate_noise_std
+from ambient_science.datasets.kspace_noise import block_energies, block_size, estimate_noise_std
 from ambient_science.datasets.measurements import save_measurements
 from ambient_science.operators.mri import CartesianMRIFamily, fft2c, ifft2c
 from ambient_science.operators.mri_masks import acs_width
@@ -62,9 +62,14 @@ def _volume_grid(vol: FastMRIVolume, recon_size, resolution, energies: list[Tens
     for i in range(vol.num_slices):
         k = vol.kspace(i)
         if energies is not None:
-            energies.append(block_energies(k, vol.acquired_columns))
+            energies.append(block_energies(k, vol.acquired_columns, _noise_block(vol)))
         grids.append(fft2c(image_grid(k, size, resolution)))
     return torch.stack(grids)
+
+
+def _noise_block(vol: FastMRIVolume) -> int:
+    left, right = vol.acquired_columns
+    return block_size(vol.kspace_shape[-2], right - left)
 
 
 def _raw_noise(vol: FastMRIVolume, sigma_n: float | str, energies: list[Tensor]) -> tuple[float | None, str]:
@@ -76,7 +81,7 @@ def _raw_noise(vol: FastMRIVolume, sigma_n: float | str, energies: list[Tensor])
         if not (math.isfinite(value) and value >= 0):
             raise ValueError(f"{vol.path}: attrs['noise_std'] = {value!r}; expected a finite number >= 0")
         return value, "the file's attrs['noise_std']"
-    est = estimate_noise_std(energies, where=str(vol.path))
+    est = estimate_noise_std(energies, _noise_block(vol), where=str(vol.path))
     return est.sigma, f"{est.method}; {100 * est.fraction:.0f} % of {est.blocks} blocks noise-like"
 
 
