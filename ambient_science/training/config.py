@@ -126,6 +126,7 @@ _EM_RANGES = {
     "cg_iters": _GE0,
     **dict.fromkeys(("sigma_min", "sigma_max", "rho"), _GT0),
     "eta": (0, 1, True),
+    "refresh_fraction": (0, 1, False),
 }
 _CHOICES = {
     ("loss", "kind"): ("auto", "ambient", "noisy_ambient"),
@@ -227,7 +228,8 @@ class EMConfig:
     EM iterations (``gaussian_basis``: ``"fourier"`` stationary covariance, ``"pixel"`` diagonal, ``"auto"``
     Fourier for complex images), then by MMPS with the current prior (``sampling_steps`` levels of an EDM
     schedule from ``sigma_max`` to ``sigma_min``, ``cg_iters`` conjugate-gradient iterations per level, ``eta``
-    0 deterministic to 1 ancestral), ``batch_size`` measurements at a time.
+    0 deterministic to 1 ancestral), ``batch_size`` measurements at a time; ``refresh_fraction`` of the samples
+    redrawn per round (1: all; less: an incremental E-step, the rest kept from the previous round).
     """
 
     images_per_round: int = 5_000
@@ -241,6 +243,7 @@ class EMConfig:
     rho: float = 7.0
     eta: float = 1.0
     batch_size: int = 32
+    refresh_fraction: float = 1.0
 
     def __post_init__(self):
         check_fields(EMConfig, "em", vars(self), _EM_RANGES)

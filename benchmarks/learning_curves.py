@@ -1,0 +1,278 @@
+"""Learning curves (issue #19): held-out PSNR / SSIM against images seen, for priors of the same network trained
+from R = 4 undersampled k-space (``ambient``), from the fully sampled images (``clean``) and by expectation
+maximisation (``em``), tested at R = 4 and 8, on the SYNTHETIC knees and on a second SYNTHETIC family the knee
+generator does not produce (the brain-like heads of ``ambient_science.datasets.anatomy``).
+
+One command, resumable: every (family, prior) is ONE training run under ``<out>/<family>/<prior>/`` extended
+milestone by milestone (``train.images`` raised, ``resume = "auto"``; constant learning rate after warm-up, so
+the point at 30 k images is the 10 k run continued, never a fresh run); every evaluated point is stored in
+``<out>/results.json`` and never recomputed. Interrupt it at any time and run the same command again.
+
+    OMP_NUM_THREADS=1 python benchmarks/learning_curves.py --out /work/runs_persist/learning_curves \\
+        --families knee --priors ambient,clean --milestones 10000,30000
+
+Outputs (rewritten after every point): ``results.json``, ``table.md`` (one row per point, with the
+zero-filled and L1-wavelet baselines of the same held-out slices) and ``curves.png``.
+
+Besides PSNR / SSIM the table gives ``bg_hf``: the speckle measure of the issue, the mean energy of the
+estimate's highest spatial frequencies (outside half the Nyquist radius) over the background pixels (truth
+below 5 % of the slice's maximum), relative to the slice's mean squared truth, in dB (lower is smoother).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import torch
+
+from ambient_science.datasets.anatomy import write_synthetic_brain_dataset
+from ambient_science.pipelines.mri import PRESETS, prepare_volumes, source_volumes
+from ambient_science.pipelines.mri_eval import evaluate
+from ambient_science.pipelines.training import train
+from ambient_science.sampling.prior import load_prior
+from ambient_science.training.config import DataConfig, EMConfig, RunConfig, TrainConfig
+from ambient_science.training.em import em_compute
+from ambient_science.training.losses import LossConfig
+
+# the shipped knee priors' network (~0.4 M parameters) and optimiser, so the curves extend the shipped pair
+NETWORK = {"kind": "unet", "model_channels": 16, "channel_mult": [1, 2, 2, 2], "num_blocks": 1, "attn_levels": [],
+           "mid_attention": True, "sigma_data": 0.5}  # fmt: skip
+BATCH, LR, WARMUP, EMA_HALFLIFE = 16, 1e-3, 2_000, 20_000
+PRESET = PRESETS["cpu"]  # 48 train volumes x 12 slices (576 images), 4 test volumes, 128 px volumes on a 64 grid
+
+
+# -- data -------------------------------------------------------------------------------------------------
+def family_files(out: Path, family: str) -> tuple[list[Path], list[Path]]:
+    if family == "knee":
+        return source_volumes(out / "knee", PRESET, seed=0)
+    root = out / family / "data" / "synthetic"
+    sizes = {"recon_size": (PRESET.recon_size, PRESET.recon_size), "num_slices": PRESET.slices}
+    result = []
+    for name, count, seed in (("train", PRESET.train_volumes, 0), ("test", PRESET.test_volumes, 10_000)):
+        folder = root / name
+        files = sorted(folder.glob("*.h5"))
+        if len(files) != count:
+            print(f"writing {count} SYNTHETIC brain volumes to {folder}", flush=True)
+            files = write_synthetic_brain_dataset(folder, count, seed=seed, overwrite=True, **sizes)
+        result.append(files)
+    return result[0], result[1]
+
+
+def measurement_files(out: Path, family: str, test_rs: list[int]) -> dict[str, Path]:
+    train_files, test_files = family_files(out, family)
+    data = out / family / "data"
+    res = PRESET.resolution
+    files = {
+        "train_r4": prepare_volumes(train_files, data / f"train_r4_{res}.h5", acceleration=4, resolution=res,
+                                    seed=0, targets=False),
+        "train_r1": prepare_volumes(train_files, data / f"train_r1_{res}.h5", acceleration=1, resolution=res,
+                                    seed=0, targets=False),
+    }  # fmt: skip
+    for R in test_rs:
+        files[f"test_r{R}"] = prepare_volumes(
+            test_files, data / f"test_r{R}_{res}.h5", acceleration=R, resolution=res, seed=1, targets=True
+        )
+    return files
+
+
+# -- training ---------------------------------------------------------------------------------------------
+def run_config(prior: str, data: Path, run_dir: Path, images: int, args) -> RunConfig:
+    """``ambient``: the ambient loss on R = 4 k-space; ``clean``: EDM on the fully sampled images (R = 1, no further
+    corruption); ``em``: expectation maximisation on the R = 4 k-space (``--em``: EMConfig fields)."""
+    return RunConfig(
+        data=DataConfig(path=str(data)),
+        family={"drop_fraction": 0.0} if prior == "clean" else {"drop_fraction": args.drop_fraction},
+        network=dict(NETWORK),
+        loss=LossConfig(kind="auto"),
+        train=TrainConfig(
+            out_dir=str(run_dir), images=images, batch_size=BATCH, lr=LR, warmup_images=WARMUP,
+            ema_halflife_images=EMA_HALFLIFE, checkpoint_every=max(2_000 // BATCH, 1), keep_checkpoints=2,
+            log_every=25, seed=args.seed, device="cpu", progress=False, resume="auto",
+            max_minutes=args.max_minutes_per_run, method="em" if prior == "em" else "ambient",
+        ),
+        em=EMConfig(**args.em),
+    )  # fmt: skip
+
+
+def train_to(prior: str, files: dict[str, Path], run_dir: Path, images: int, args):
+    """Extend the run in ``run_dir`` to ``images`` images; returns (checkpoint, images seen, stopped reason)."""
+    data = files["train_r1" if prior == "clean" else "train_r4"]
+    result = train(run_config(prior, data, run_dir, images, args))
+    return result.checkpoint, result.images_seen, result.stopped
+
+
+# -- evaluation -------------------------------------------------------------------------------------------
+def background_hf(estimate: torch.Tensor, truth: torch.Tensor) -> float:
+    """Mean high-frequency energy of ``|estimate|`` over the background, relative to the mean squared truth
+    (dB, averaged over slices). Shape: estimate (B, C, h, w) complex or (B, h, w); truth (B, h, w)."""
+    mag = estimate.abs().pow(2).sum(dim=1).sqrt() if estimate.ndim == 4 else estimate.abs()
+    mag, truth = mag.float().cpu(), truth.float().cpu()
+    h, w = mag.shape[-2:]
+    fy, fx = torch.meshgrid(torch.fft.fftfreq(h), torch.fft.fftfreq(w), indexing="ij")
+    high = (fy.square() + fx.square()).sqrt() > 0.25  # outside half the Nyquist radius (0.5 cycles / px)
+    hf = torch.fft.ifft2(torch.fft.fft2(mag) * high).real
+    out = []
+    for i in range(mag.shape[0]):
+        bg = truth[i] < 0.05 * truth[i].max()
+        energy = hf[i][bg].square().mean() / truth[i].square().mean()
+        out.append(10 * math.log10(float(energy) + 1e-12))
+    return round(sum(out) / len(out), 2)
+
+
+def evaluate_point(checkpoint: Path, label: str, test_file: Path, operator: str, args) -> dict:
+    prior = load_prior(checkpoint, map_location="cpu")
+    t0 = time.perf_counter()
+    metrics, images = evaluate(
+        {label: prior}, test_file, test_slices=args.test_slices, l1_lams=PRESET.l1_lams,
+        one_step_draws=PRESET.one_step_draws, dps_samples=args.dps_samples, dps_steps=args.dps_steps,
+        inference_operator=operator, seed=0, device="cpu", progress=False,
+    )  # fmt: skip
+    for key, m in metrics.items():
+        if key in images:
+            m["bg_hf_db"] = background_hf(images[key], images["truth"])
+    metrics["eval_seconds"] = round(time.perf_counter() - t0, 1)
+    return metrics
+
+
+# -- results ----------------------------------------------------------------------------------------------
+def load_results(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.exists() else {"points": []}
+
+
+def find(results: dict, **key) -> dict | None:
+    return next((p for p in results["points"] if all(p.get(k) == v for k, v in key.items())), None)
+
+
+def write_table(out: Path, results: dict) -> None:
+    rows = ["| family | prior | images seen | train s | eval | R | PSNR one-step | PSNR A-DPS | SSIM A-DPS "
+            "| bg_hf A-DPS dB | zero-filled | L1-wavelet |", "|---" * 12 + "|"]  # fmt: skip
+    points = sorted(
+        results["points"], key=lambda p: (p["family"], p["prior"], p["eval"], p["images"], p["R"], p["operator"])
+    )
+    for p in points:
+        m = p["metrics"]
+        label = p["prior"] + ("" if p["operator"] == "full" else f" ({p['operator']})")
+        rows.append(
+            f"| {p['family']} | {label} | {p['images']} | {p.get('train_seconds', '')} | {p['eval']} | {p['R']} "
+            f"| {m['ambient_one_step']['psnr']:.2f} | {m['ambient_dps']['psnr']:.2f} | {m['ambient_dps']['ssim']:.3f} "
+            f"| {m['ambient_dps']['bg_hf_db']:.1f} | {m['zero_filled']['psnr']:.2f} | {m['l1_wavelet']['psnr']:.2f} |"
+        )
+    (out / "table.md").write_text("\n".join(rows) + "\n")
+
+
+def write_plot(out: Path, results: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    families = sorted({p["family"] for p in results["points"]})
+    rs = sorted({p["R"] for p in results["points"]})
+    if not families:
+        return
+    fig, axes = plt.subplots(len(families), len(rs), figsize=(4.5 * len(rs), 3.5 * len(families)), squeeze=False)
+    for i, fam in enumerate(families):
+        for j, R in enumerate(rs):
+            ax = axes[i, j]
+            pts = [p for p in results["points"] if p["family"] == fam and p["R"] == R]
+            for prior, op in sorted({(p["prior"], p["operator"]) for p in pts}):
+                sel = sorted((p for p in pts if p["prior"] == prior and p["operator"] == op), key=lambda p: p["images"])
+                ax.plot([p["images"] for p in sel], [p["metrics"]["ambient_dps"]["psnr"] for p in sel], "o-",
+                        label=f"{prior} A-DPS" + ("" if op == "full" else f" ({op})"))  # fmt: skip
+            if pts:
+                for base, style in (("l1_wavelet", "--"), ("zero_filled", ":")):
+                    ax.axhline(pts[0]["metrics"][base]["psnr"], ls=style, c="gray", label=base)
+            ax.set_xscale("log")
+            ax.set_xlabel("training images seen")
+            ax.set_ylabel("PSNR [dB]")
+            ax.set_title(f"{fam}, test R = {R}")
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "curves.png", dpi=110)
+    plt.close(fig)
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--out", default="/work/runs_persist/learning_curves")
+    p.add_argument("--families", default="knee,brain", help="comma-separated: knee, brain")
+    p.add_argument("--priors", default="ambient,clean", help="comma-separated: ambient, clean, em")
+    p.add_argument("--milestones", default="10000,30000,100000", help="images seen at each evaluated point")
+    p.add_argument("--test-r", default="4,8")
+    p.add_argument("--test-slices", type=int, default=PRESET.test_slices, help="middle slices per test volume")
+    p.add_argument("--dps-samples", type=int, default=PRESET.dps_samples)
+    p.add_argument("--dps-steps", type=int, default=PRESET.dps_steps)
+    p.add_argument("--inference-operator", default="full", help="A-DPS's Ã_inf (ambient / em priors)")
+    p.add_argument("--drop-fraction", type=float, default=0.2, help="further corruption of the ambient loss")
+    p.add_argument("--tag", default="", help="suffix of the run directory and label (a variant of a prior)")
+    p.add_argument("--em", default="{}", help="EMConfig fields as JSON (prior em)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-minutes-per-run", type=float, default=0.0, help="stop a training run cleanly after this")
+    args = p.parse_args(argv)
+    args.em = json.loads(args.em)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    results_path = out / "results.json"
+    results = load_results(results_path)
+    test_rs = [int(r) for r in args.test_r.split(",")]
+    ev = f"{args.test_slices}sl/{args.dps_samples}x{args.dps_steps}"  # evaluation settings, part of a point's key
+    for family in args.families.split(","):
+        files = measurement_files(out, family, test_rs)
+        for images in [int(m) for m in args.milestones.split(",")]:
+            for prior in args.priors.split(","):
+                name = prior + args.tag
+                # the clean prior through its fully observed operator; the EM prior is a clean-family prior ('law'
+                # is then the identity); the ambient prior through --inference-operator
+                op = {"clean": "full", "em": "law"}.get(prior, args.inference_operator)
+                todo = [
+                    R
+                    for R in test_rs
+                    if not find(results, family=family, prior=name, images=images, R=R, operator=op, eval=ev)
+                ]
+                if not todo:
+                    continue
+                run_dir = out / family / name
+                t0 = time.perf_counter()
+                print(f"[{time.strftime('%H:%M:%S')}] {family} {name}: training to {images} images", flush=True)
+                ckpt, seen, stopped = train_to(prior, files, run_dir, images, args)
+                if stopped:
+                    print(f"stopped at {seen} images ({stopped}); run the same command again to continue", flush=True)
+                    return
+                earlier = [q.get("train_seconds", 0) for q in results["points"]
+                           if q["family"] == family and q["prior"] == name and q["images"] < images]  # fmt: skip
+                seconds = round(time.perf_counter() - t0 + max(earlier, default=0), 1)  # cumulative
+                for R in todo:
+                    print(f"[{time.strftime('%H:%M:%S')}] evaluating {family} {name} at {seen} images, R = {R}",
+                          flush=True)  # fmt: skip
+                    metrics = evaluate_point(ckpt, "ambient", files[f"test_r{R}"], op, args)
+                    point = {
+                        "family": family,
+                        "prior": name,
+                        "images": images,
+                        "R": R,
+                        "operator": op,
+                        "eval": ev,
+                        "checkpoint": str(ckpt),
+                        "train_seconds": seconds,
+                        "metrics": metrics,
+                    }
+                    if prior == "em":
+                        point["em_compute"] = em_compute(run_dir)
+                    results["points"].append(point)
+                    results_path.write_text(json.dumps(results, indent=1))
+                    write_table(out, results)
+                    write_plot(out, results)
+                    m = metrics["ambient_dps"]
+                    print(f"  A-DPS {m['psnr']:.2f} dB  SSIM {m['ssim']:.3f}  bg_hf {m['bg_hf_db']:.1f} dB | "
+                          f"one-step {metrics['ambient_one_step']['psnr']:.2f} | L1 {metrics['l1_wavelet']['psnr']:.2f}"
+                          f" | zero-filled {metrics['zero_filled']['psnr']:.2f}", flush=True)  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
