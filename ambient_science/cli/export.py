@@ -101,6 +101,18 @@ def _machine() -> str:
     return f"{platform.machine()} CPU, {os.cpu_count()} cores, {platform.system()}, torch {torch.__version__}"
 
 
+def _image_card(family: dict[str, Any], metadata: dict[str, Any]) -> dict[str, Any]:
+    """``{"image": {npix, fov_uas, pixel_size_uas, train_flux_jy}}`` for image-domain priors of an imaging grid
+    (the interferometer family; ``train_flux_jy`` when the records were normalised to it), else nothing."""
+    if "fov_uas" not in family or "npix" not in family:
+        return {}
+    image = {"npix": int(family["npix"]), "fov_uas": float(family["fov_uas"]),
+             "pixel_size_uas": float(family["fov_uas"]) / int(family["npix"])}  # fmt: skip
+    if metadata.get("train_flux_jy"):
+        image["train_flux_jy"] = float(metadata["train_flux_jy"])
+    return {"image": image}
+
+
 def build_card(run_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
     """The model card of the run's latest checkpoint (module docstring)."""
     from ambient_science.datasets.measurements import MeasurementFile
@@ -129,6 +141,7 @@ def build_card(run_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
             "source": data.metadata.get("source", "fastMRI-layout volumes (see config)"),
             "family": data.family_config,
         },
+        **_image_card(data.family_config, data.metadata),
         "network": {"parameters": n_params, **config["network"]},
         "loss": config["loss"],
         "steps": ckpt.step,

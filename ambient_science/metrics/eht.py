@@ -13,6 +13,9 @@ reported in µas, position angles in degrees east of north. Every metric returns
   light), diameter ``2 · mean(r_peak(θ))`` (weighted by the peak brightness), and the brightness position
   angle ``arg Σ P(θ) e^{iθ}`` of the angular profile ``P(θ)`` of the ring annulus (first angular moment),
   its amplitude ``|Σ P e^{iθ}| / Σ P`` the asymmetry (``a/2`` for brightness ``∝ 1 + a cos(θ - PA)``).
+- :func:`isolated_pixels`: the count of isolated saturated pixels (speckle) per image: a pixel above ``k``
+  times the largest of its eight neighbours (edge pixels: of those inside the image) and above ``rel`` of the
+  image's peak; :func:`remove_isolated_pixels` replaces each by that neighbour maximum.
 - :func:`closure_chi2`: normalised closure-phase and log-closure-amplitude χ² of an image against
   observed visibilities, through ``operators.closure``.
 
@@ -44,9 +47,11 @@ __all__ = [
     "blurred_psnr",
     "closure_chi2",
     "gaussian_blur",
+    "isolated_pixels",
     "nxcorr",
     "psnr",
     "psnr_shifted",
+    "remove_isolated_pixels",
     "ring_diameter",
     "ring_fit",
     "ring_position_angle",
@@ -54,6 +59,36 @@ __all__ = [
 ]
 
 _RAD_PER_UAS = math.pi / 180.0 / 3600.0 / 1e6
+
+
+def _neighbour_max(img: Tensor) -> Tensor:
+    """The largest of the eight neighbours of every pixel of ``(B, 1, N, N)`` (outside the image counts as -inf)."""
+    pad = torch.nn.functional.pad(img, (1, 1, 1, 1), value=-math.inf)
+    patches = torch.nn.functional.unfold(pad, 3).reshape(img.shape[0], 9, *img.shape[-2:])
+    return torch.cat([patches[:, :4], patches[:, 5:]], 1).amax(1, keepdim=True)
+
+
+def _speckle_mask(img: Tensor, k: float, rel: float) -> tuple[Tensor, Tensor]:
+    nb = _neighbour_max(img)
+    peak = img.flatten(1).amax(1).view(-1, 1, 1, 1)
+    return (img > k * nb.clamp_min(0)) & (img > rel * peak), nb
+
+
+def isolated_pixels(images: Any, *, k: float = 3.0, rel: float = 0.01) -> Tensor:
+    """Isolated saturated pixels per image: above ``k`` × the largest of the eight neighbours and above ``rel`` ×
+    the image's peak. ``images`` ``(..., N, N)`` -> counts ``(...)`` (int64 tensor)."""
+    x = torch.as_tensor(np.asarray(images) if not isinstance(images, Tensor) else images).to(torch.float64)
+    lead = x.shape[:-2]
+    mask, _ = _speckle_mask(x.reshape(-1, 1, *x.shape[-2:]), k, rel)
+    return mask.flatten(1).sum(1).reshape(lead)
+
+
+def remove_isolated_pixels(images: Tensor, *, k: float = 3.0, rel: float = 0.01) -> Tensor:
+    """``images`` ``(..., N, N)`` with every isolated saturated pixel (:func:`isolated_pixels`) replaced by the
+    largest of its neighbours; the same shape and dtype."""
+    x = images.reshape(-1, 1, *images.shape[-2:])
+    mask, nb = _speckle_mask(x, k, rel)
+    return torch.where(mask, nb.to(x.dtype), x).reshape(images.shape)
 
 
 def _image(x: Any, what: str = "image") -> Tensor:

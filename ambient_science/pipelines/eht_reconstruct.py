@@ -15,13 +15,29 @@ library's :func:`~ambient_science.sampling.daps.sample_daps`, one level at a tim
 follows the likelihood's curvature at the previous level's ``x_0``) or A-DPS; then per sample a
 data-consistency step (the MAP of ``N(x; x̂, r²) exp(−L(x))`` from the prior's last estimate ``x̂``, over
 ``x = exp(z) > 0``), the total flux, the best shift onto the best-fitting sample; the samples that fit the
-data (closure χ² within a factor of the best) give the mean and std map, and the mean, made
-data-consistent by the same step, the point estimate.
+data give the mean and std map, and the mean, made data-consistent by the same step, the point estimate.
+
+Data consistency is a contract (:class:`SamplerSettings` ``fit_range``): every returned sample carries its reduced
+closure-phase and log-closure-amplitude χ² against the data's sigmas (inflated by the systematic floor
+``systematic``, when one is given: ``σ² -> σ² + (f |V|)²`` per visibility, before the closure sigmas are
+propagated) and is marked as fitting when both lie in ``fit_range`` (default ``[0.7, 1.3]``; a χ² without data,
+e.g. no closure amplitude, does not count). Samples outside it get ``fit_rounds`` further data-consistency steps,
+each with the prior's pull ``r`` four times weaker (likelihood annealing), and isolated saturated pixels
+(:func:`~ambient_science.metrics.eht.isolated_pixels`: a pixel above ``speckle_k`` times the largest of its eight
+neighbours and above 1 % of the image's peak) are replaced by that neighbour maximum before each step and at
+the end. Fewer than half the samples of an observation fitting is a warning; the mean is taken over the
+fitting samples (over the old "within a factor of the best" rule when none fits).
+
+Scale (:func:`training_flux`): images enter the prior at its training flux ``F_prior`` (recorded in the
+prior's card, or in its training file's metadata; the 32 px prior was trained on 0.5–1 Jy images without
+normalisation and gets 0.75 Jy): the likelihood's flux term asks for ``F_prior``, the closure quantities do not
+see the scale, and the samples are scaled back to the source's total flux ``F`` at the end (Jy/pixel).
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -31,106 +47,25 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from ambient_science.datasets.uvfits import Observation
-from ambient_science.metrics.eht import best_shift, shift_image
+from ambient_science.metrics.eht import best_shift, isolated_pixels, remove_isolated_pixels, shift_image
 from ambient_science.operators.closure import ClosureData
-from ambient_science.operators.interferometry import Interferometer
-from ambient_science.pipelines.eht import closure_observation, image_scale, test_operator
+from ambient_science.pipelines.eht import closure_observation, test_operator
+from ambient_science.pipelines.eht_likelihood import ClosureLikelihood, training_flux, with_systematic
 from ambient_science.sampling.daps import sample_daps
 from ambient_science.sampling.dps import sample_adps
-from ambient_science.sampling.likelihoods import Likelihood
 from ambient_science.sampling.prior import Prior
 from ambient_science.sampling.samplers import initial_noise
 from ambient_science.schedules import edm_sigmas
 
-__all__ = ["ClosureLikelihood", "ClosurePosterior", "SamplerSettings", "reconstruct_closure"]
+__all__ = [
+    "ClosureLikelihood",
+    "ClosurePosterior",
+    "SamplerSettings",
+    "reconstruct_closure",
+    "training_flux",
+    "with_systematic",
+]
 
-
-# -- likelihood --------------------------------------------------------------------------------------------
-
-
-class ClosureLikelihood(Likelihood):
-    """Closure phases + log closure amplitudes + total flux of ``T`` observations, ``S`` samples each (module
-    docstring). Images in network units; sample ``s`` of observation ``t`` at batch index ``s·T + t``.
-
-    Args:
-        observations, closures: the ``T`` observations and their :class:`ClosureData`.
-        total_flux: ``F`` per observation [Jy].
-        npix, pixel_size: the image grid [rad].
-        samples: ``S``.
-        flux_frac: ``f_F``, the std of the flux term relative to ``F``.
-        cphase_weight, logcamp_weight: ``w_cp``, ``w_lca``.
-        device: where the operator lives.
-
-    Shape: ``x (S·T, 1, N, N)`` -> ``loss (S·T,)``.
-    """
-
-    def __init__(
-        self,
-        observations: Sequence[Observation],
-        closures: Sequence[ClosureData],
-        total_flux: Sequence[float],
-        npix: int,
-        pixel_size: float,
-        *,
-        samples: int = 1,
-        flux_frac: float = 0.01,
-        cphase_weight: float = 1.0,
-        logcamp_weight: float = 1.0,
-        device: torch.device | str | None = None,
-    ):
-        if len(observations) != len(closures) or len(observations) != len(total_flux):
-            raise ValueError("observations, closures and total_flux must have one entry per observation")
-        self.T, self.S = len(observations), int(samples)
-        self.closures = list(closures)
-        self.n_vis = [len(o) for o in observations]
-        K = max(self.n_vis)
-        uv = torch.zeros(self.T, K, 2, dtype=torch.float64)
-        for i, o in enumerate(observations):
-            uv[i, : len(o), 0], uv[i, : len(o), 1] = torch.as_tensor(o.u), torch.as_tensor(o.v)
-        self.A: Interferometer = Interferometer(uv.repeat(self.S, 1, 1), npix, pixel_size, method="dft").to(device)
-        self.scale = image_scale(npix)
-        self.flux = torch.as_tensor(list(total_flux), dtype=torch.float32, device=device).repeat(self.S)
-        self.flux_frac, self.w_cp, self.w_lca = float(flux_frac), float(cphase_weight), float(logcamp_weight)
-
-    def visibilities(self, x: Tensor) -> Tensor:
-        """Model visibilities of network-unit images, ``(S·T, K)`` complex [Jy]."""
-        return self.A(x / self.scale)
-
-    def chi_squared(self, x: Tensor) -> dict[str, Tensor]:
-        """Reduced ``χ²_cp`` and ``χ²_lca`` per sample (``nan`` where an observation has no closure amplitude)."""
-        vis = self.visibilities(x).reshape(self.S, self.T, -1)
-        cp = torch.full((self.S, self.T), math.nan, device=x.device)
-        lca = torch.full((self.S, self.T), math.nan, device=x.device)
-        for t, (data, k) in enumerate(zip(self.closures, self.n_vis, strict=True)):
-            v = vis[:, t, :k]
-            cp[:, t] = data.chisq_cphase(v).to(cp.dtype)
-            if data.index.n_logcamp:
-                lca[:, t] = data.chisq_logcamp(v).to(lca.dtype)
-        return {"cphase": cp.reshape(-1), "logcamp": lca.reshape(-1)}
-
-    def loss(self, x: Tensor) -> Tensor:
-        chi2 = self.chi_squared(x)
-        n_cp = torch.tensor([float(c.index.n_cphase) for c in self.closures], device=x.device).repeat(self.S)
-        n_lca = torch.tensor([float(c.index.n_logcamp) for c in self.closures], device=x.device).repeat(self.S)
-        nll = 0.5 * self.w_cp * n_cp * chi2["cphase"]
-        nll = nll + 0.5 * self.w_lca * n_lca * torch.nan_to_num(chi2["logcamp"], nan=0.0)
-        flux = x.sum((1, 2, 3)) / self.scale
-        return nll + (flux - self.flux) ** 2 / (2 * (self.flux_frac * self.flux) ** 2)
-
-    def curvature(self, x_like: Tensor, *, generator: torch.Generator, num_iter: int = 15) -> Tensor:
-        """The largest eigenvalue (in absolute value) of ``∇²L`` at ``x_like``, times 1.2: power iteration on
-        Hessian–vector products (double backward), ``num_iter`` of them. Shape: ``(B,)``."""
-        x = x_like.detach().requires_grad_(True)
-        with torch.enable_grad():
-            (g,) = torch.autograd.grad(self.loss(x).sum(), x, create_graph=True)
-            v = torch.randn(x.shape, generator=generator, device=generator.device).to(x.device)
-            lam = torch.zeros(x.shape[0], device=x.device)
-            for _ in range(num_iter):
-                v = v / v.flatten(1).norm(dim=1).clamp_min(1e-30).view(-1, 1, 1, 1)
-                (hv,) = torch.autograd.grad(g, x, grad_outputs=v, retain_graph=True)
-                lam = (hv * v).flatten(1).sum(1)
-                v = hv.detach()
-        return 1.2 * lam.abs().detach()
 
 
 # -- posterior sampling ------------------------------------------------------------------------------------
@@ -167,6 +102,9 @@ class SamplerSettings:
         positive: clip negative pixels of the final samples (sky brightness is non-negative).
         rescale_flux: scale every sample to the total flux at the end (exact: the closure χ² do not change).
         align: shift the samples of an observation onto its first before the mean and std (the position is free).
+        fit_range: the data-consistency contract: a sample fits when its reduced χ²_cp and χ²_lca both lie here.
+        fit_rounds: further data-consistency steps for samples outside ``fit_range`` (``r`` ×4 each round).
+        speckle_k: the isolated-pixel test's factor (0: no test).
     """
 
     method: Literal["daps", "dps"] = "daps"
@@ -188,6 +126,9 @@ class SamplerSettings:
     positive: bool = True
     rescale_flux: bool = True
     align: bool = True
+    fit_range: tuple[float, float] = (0.7, 1.3)
+    fit_rounds: int = 3
+    speckle_k: float = 3.0
 
 
 def reconstruct_closure(
@@ -200,20 +141,39 @@ def reconstruct_closure(
     settings: SamplerSettings | None = None,
     closures: Sequence[ClosureData] | None = None,
     flux_frac: float = 0.01,
+    systematic: float = 0.0,
+    prior_flux: float | None = None,
     progress: bool = True,
 ) -> ClosurePosterior:
     """Posterior samples of ``T`` observations from their closure quantities and total flux, in one batch.
 
-    ``S = num_samples`` samples per observation by DAPS or A-DPS through the prior (``settings``), then per
-    sample: positivity, the total flux, the best shift onto the best-fitting sample; the samples that fit
-    the data give the mean, the std map and the point estimate (:class:`ClosurePosterior`, Jy/pixel).
+    ``S = num_samples`` samples per observation by DAPS or A-DPS through the prior (``settings``), at the prior's
+    training flux (``prior_flux``, default :func:`training_flux`); then per sample the data-consistency steps of
+    the contract (module docstring), positivity, the total flux, the best shift onto the best-fitting sample;
+    the samples that fit the data give the mean, the std map and the point estimate (:class:`ClosurePosterior`,
+    Jy/pixel at the sources' fluxes). ``systematic``: the fractional systematic floor added to every
+    visibility sigma (0: none; closures given are then recomputed from the inflated observations).
     """
     cfg = settings or SamplerSettings()
     family = prior.family
     N, psize, device = family.npix, family.pixel_size, prior.device
+    if systematic > 0:
+        observations = [with_systematic(o, systematic) for o in observations]
+        closures = None
     closures = list(closures) if closures is not None else [closure_observation(o) for o in observations]
     S, T = int(num_samples), len(observations)
-    lik = ClosureLikelihood(observations, closures, total_flux, N, psize, samples=S, flux_frac=flux_frac, device=device)
+    f_prior, f_range = (prior_flux, None) if prior_flux is not None else training_flux(prior)
+    source_flux = torch.as_tensor(list(total_flux), dtype=torch.float32, device=device)
+    if f_range is not None:
+        out_of_range = [float(f) for f in source_flux if not f_range[0] <= float(f) <= f_range[1]]
+        if out_of_range:
+            warnings.warn(
+                f"reconstruct_closure: total flux {out_of_range} Jy outside the prior's training range "
+                f"{f_range[0]}–{f_range[1]} Jy; the images enter the prior scaled to {f_prior} Jy",
+                stacklevel=2,
+            )
+    net_flux = [f_prior] * T  # what the prior and the flux term see; closures do not see the scale
+    lik = ClosureLikelihood(observations, closures, net_flux, N, psize, samples=S, flux_frac=flux_frac, device=device)
     A_test = test_operator(observations, N, psize, repeat=S).to(device) if cfg.inference_operator == "test" else None
     D = prior.denoiser(
         S * T,
@@ -254,28 +214,76 @@ def reconstruct_closure(
         x_ref = torch.where(failed.view(-1, 1, 1, 1), flat, x_ref)
     if cfg.polish_iterations > 0:
         out = _polish(lik, x_ref.detach(), cfg.polish_r, cfg.polish_iterations, positive=cfg.positive)
+        out = _fit_rounds(lik, out, cfg)
     images = out.detach().reshape(S, T, 1, N, N) / lik.scale
     if cfg.positive:
         images = images.clamp_min(0.0)
+    if cfg.speckle_k > 0:
+        images = remove_isolated_pixels(images.reshape(S * T, 1, N, N), k=cfg.speckle_k).reshape(images.shape)
     if cfg.rescale_flux:  # exact: closure quantities do not change under x -> c x
-        flux = torch.as_tensor(list(total_flux), dtype=images.dtype, device=images.device).view(1, T, 1, 1, 1)
-        images = images * flux / images.sum((-1, -2, -3), keepdim=True).clamp_min(1e-12)
+        images = images * source_flux.view(1, T, 1, 1, 1) / images.sum((-1, -2, -3), keepdim=True).clamp_min(1e-12)
+    else:  # back from the prior's training flux to the source's
+        images = images * (source_flux / f_prior).view(1, T, 1, 1, 1)
     with torch.no_grad():
         chi2 = {k: v.reshape(S, T) for k, v in lik.chi_squared(images.reshape(S * T, 1, N, N) * lik.scale).items()}
     chi2["cphase"] = torch.where(failed.view(S, T), math.inf, torch.nan_to_num(chi2["cphase"], nan=math.inf))
-    best = chi2["cphase"].argmin(0)  # (T,)
+    fits = _fits(chi2, cfg.fit_range) & ~failed.view(S, T)
+    speckles = isolated_pixels(images.reshape(S * T, 1, N, N), k=cfg.speckle_k or 3.0).reshape(S, T)
+    best = torch.where(fits, chi2["cphase"], chi2["cphase"] + 1e6).argmin(0)  # (T,)
     if cfg.align and S > 1:
         images = _align(images, best)
-    keep = chi2["cphase"] <= torch.maximum(cfg.keep_factor * chi2["cphase"].min(0).values, torch.tensor(cfg.keep_chi2))
+    bound = torch.maximum(cfg.keep_factor * chi2["cphase"].min(0).values, torch.tensor(cfg.keep_chi2))
+    old_rule = chi2["cphase"] <= bound
+    keep = torch.where(fits.any(0, keepdim=True), fits, old_rule)
+    few = [t for t in range(T) if int(fits[:, t].sum()) < max(1, S // 2)]
+    if few:
+        warnings.warn(
+            f"reconstruct_closure: observations {few} have fewer than half of their {S} samples with closure χ² in "
+            f"{list(cfg.fit_range)} (fitting: {[int(fits[:, t].sum()) for t in few]}); see ClosurePosterior.fits",
+            stacklevel=2,
+        )
     w = keep.to(images.dtype).view(S, T, 1, 1, 1)
     mean = (w * images).sum(0) / w.sum(0)
     std = ((w * (images - mean) ** 2).sum(0) / (w.sum(0) - 1).clamp_min(1)).sqrt()
     estimate = mean
     if cfg.polish_mean_iterations > 0:
-        one = ClosureLikelihood(observations, closures, total_flux, N, psize, flux_frac=flux_frac, device=device)
-        x = _polish(one, mean * lik.scale, cfg.polish_r, cfg.polish_mean_iterations, positive=cfg.positive)
-        estimate = x / lik.scale
-    return ClosurePosterior(estimate, mean, std, images, keep, chi2["cphase"], chi2["logcamp"])
+        one = ClosureLikelihood(observations, closures, net_flux, N, psize, flux_frac=flux_frac, device=device)
+        to_net = lik.scale * f_prior / source_flux.view(T, 1, 1, 1)
+        x = _polish(one, mean * to_net, cfg.polish_r, cfg.polish_mean_iterations, positive=cfg.positive)
+        x = _fit_rounds(one, x, cfg)
+        estimate = x / to_net
+        if cfg.speckle_k > 0:
+            estimate = remove_isolated_pixels(estimate, k=cfg.speckle_k)
+    return ClosurePosterior(
+        estimate, mean, std, images, keep, chi2["cphase"], chi2["logcamp"], fits, speckles, f_prior, cfg.fit_range
+    )
+
+
+def _fits(chi2: dict[str, Tensor], fit_range: tuple[float, float]) -> Tensor:
+    lo, hi = fit_range
+    ok = (chi2["cphase"] >= lo) & (chi2["cphase"] <= hi)
+    lca = chi2["logcamp"]
+    return ok & (torch.isnan(lca) | ((lca >= lo) & (lca <= hi)))
+
+
+def _fit_rounds(lik: ClosureLikelihood, x: Tensor, cfg: SamplerSettings) -> Tensor:
+    """Likelihood annealing of the data-consistency step: samples whose χ² lie above ``fit_range`` are polished
+    again from where they are (isolated pixels removed first) with the prior's pull ``r`` 4, 16, ... times weaker,
+    ``cfg.fit_rounds`` times at most. Samples already below the range's top are left alone."""
+    r = cfg.polish_r
+    for _ in range(cfg.fit_rounds):
+        with torch.no_grad():
+            chi2 = lik.chi_squared(x)
+        high = (torch.nan_to_num(chi2["cphase"], nan=0.0) > cfg.fit_range[1]) | (
+            torch.nan_to_num(chi2["logcamp"], nan=0.0) > cfg.fit_range[1]
+        )
+        if not bool(high.any()):
+            break
+        r *= 4.0
+        start = remove_isolated_pixels(x, k=cfg.speckle_k) if cfg.speckle_k > 0 else x
+        again = _polish(lik, start, r, cfg.polish_iterations, positive=cfg.positive)
+        x = torch.where(high.view(-1, 1, 1, 1), again, x)
+    return x
 
 
 @dataclass
@@ -287,7 +295,11 @@ class ClosurePosterior:
             when ``polish_mean_iterations > 0``.
         mean, std: mean and per-pixel std of the kept samples (std 0 where one was kept), ``(T, 1, N, N)``.
         samples: every sample, aligned, ``(S, T, 1, N, N)``.
-        kept: ``(S, T)`` bool; chi2_cphase, chi2_logcamp: ``(S, T)`` reduced χ² of every sample.
+        kept: ``(S, T)`` bool, the samples in the mean (the fitting ones when an observation has any);
+            chi2_cphase, chi2_logcamp: ``(S, T)`` reduced χ² of every sample (against the sigmas with the
+            systematic floor, when one was given).
+        fits: ``(S, T)`` bool, both χ² within ``fit_range``; speckles: ``(S, T)`` isolated saturated pixels left.
+        prior_flux: the flux [Jy] at which the images entered the prior; fit_range: the contract's range.
     """
 
     estimate: Tensor
@@ -297,6 +309,10 @@ class ClosurePosterior:
     kept: Tensor
     chi2_cphase: Tensor
     chi2_logcamp: Tensor
+    fits: Tensor | None = None
+    speckles: Tensor | None = None
+    prior_flux: float = 0.0
+    fit_range: tuple[float, float] = (0.7, 1.3)
 
 
 def _align(images: Tensor, reference: Tensor) -> Tensor:
