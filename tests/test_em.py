@@ -8,10 +8,17 @@ import torch
 from torch import nn
 
 from ambient_science.datasets.measurements import MeasurementDataset
-from ambient_science.operators import PixelMaskFamily
+from ambient_science.network import build_network
+from ambient_science.operators import CartesianMRIFamily, PixelMaskFamily
 from ambient_science.pipelines.training import train
-from ambient_science.sampling.prior import load_prior
-from ambient_science.training.config import EMConfig, RunConfig, TrainConfig, run_config_from_dict
+from ambient_science.sampling.prior import Prior, load_prior
+from ambient_science.training.config import (
+    EMConfig,
+    RunConfig,
+    TrainConfig,
+    resolve_network_config,
+    run_config_from_dict,
+)
 from ambient_science.training.em import (
     GaussianPrior,
     clean_family,
@@ -27,13 +34,13 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def test_em_config_is_checked():
     cfg = run_config_from_dict({"train": {"method": "em"}, "em": {"sampling_steps": 4, "eta": 0.0}})
     assert cfg.train.method == "em" and cfg.em.sampling_steps == 4 and cfg.em == EMConfig(sampling_steps=4, eta=0.0)
-    with pytest.raises(ValueError, match="train.method"):
+    with pytest.raises(ValueError, match=r"train\.method"):
         run_config_from_dict({"train": {"method": "maximum"}})
-    with pytest.raises(ValueError, match="em.cg_iters"):
+    with pytest.raises(ValueError, match=r"em\.cg_iters"):
         EMConfig(cg_iters=1.5)
-    with pytest.raises(ValueError, match="em.eta"):
+    with pytest.raises(ValueError, match=r"em\.eta"):
         EMConfig(eta=2.0)
-    with pytest.raises(ValueError, match="em.gaussian_basis"):
+    with pytest.raises(ValueError, match=r"em\.gaussian_basis"):
         EMConfig(gaussian_basis="wavelet")
     with pytest.raises(ValueError, match="unknown key"):
         run_config_from_dict({"em": {"rounds": 3}})
@@ -132,3 +139,18 @@ def test_train_em_end_to_end_and_resume(tmp_path):
     assert prior.family.name == "clean" and prior.family.is_complex
     x = torch.zeros(2, 1, 8, 8, dtype=torch.complex64)
     assert prior.denoiser(2, generator=torch.Generator())(x, 1.0).shape == (2, 1, 8, 8)
+
+
+def test_a_clean_prior_ignores_the_test_operator():
+    """An EM prior is a clean-image prior: every inference operator is the identity, also with an MRI test
+    operator (whose parameters a clean family could not rebuild)."""
+    mri = CartesianMRIFamily((1, 16, 16), acceleration=4, center_fraction=0.08)
+    clean = clean_family(mri)
+    net = build_network(resolve_network_config({"model_channels": 8, "channel_mult": [1], "attn_levels": []}, clean))
+    prior = Prior(net, clean)
+    A = mri.sample(2, generator=torch.Generator().manual_seed(0))
+    x = torch.randn(2, 1, 16, 16, dtype=torch.complex64)
+    ref = prior.denoiser(2, generator=torch.Generator())(x, 0.5)
+    for op in ("test", "full", "measurement"):
+        D = prior.denoiser(2, generator=torch.Generator(), num_draws=2, inference_operator=op, test_operator=A)
+        torch.testing.assert_close(D(x, 0.5), ref)

@@ -181,6 +181,8 @@ class Prior:
         draws = []
         if inference_operator not in INFERENCE_OPERATORS:
             raise ValueError(f"inference_operator must be one of {INFERENCE_OPERATORS}, got {inference_operator!r}")
+        if self.family.name == "clean":  # a clean-image prior (A = I, e.g. trained by EM): the identity, always
+            inference_operator, test_operator = "law", None
         needs_test = inference_operator in ("test", "measurement")
         for _ in range(num_draws):
             if needs_test or (inference_operator == "full" and test_operator is not None):
