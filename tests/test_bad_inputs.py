@@ -355,6 +355,7 @@ def test_debug_shows_the_traceback(shared, capsys):
         main(["train", "--set", "train.compile=no", "--dry-run", "--debug"])
 
 
+@pytest.mark.slow
 def test_real_subprocess_one_line_exit_2_and_debug_env(tmp_path):
     """The installed entry point: exit 2 and one line; AMBIENT_SCIENCE_DEBUG=1 shows the traceback."""
     exe = shutil.which("ambient-science")
