@@ -65,3 +65,16 @@ def test_rml_reweighting_reports_its_chi2():
                     target_chi2=(0.7, 1.3), max_reweight=2, info=info)  # fmt: skip
     assert img.shape == (16, 16) and np.isfinite(img).all()
     assert {"rounds", "weights", "chi2_cphase", "chi2_logcamp"} <= set(info) and 1 <= info["rounds"] <= 3
+
+
+def test_best_shift_is_linear_never_wrap_around():
+    from ambient_science.metrics.eht import best_shift, shift_image
+
+    truth = np.zeros((16, 16))
+    truth[6:9, 1:4] = 1.0  # near the east (column 0) edge
+    est = np.zeros((16, 16))
+    est[6:9, 11:14] = 1.0  # the same blob 10 columns west: a wrap-around search would call it -6
+    dy, dx = best_shift(est, truth)
+    assert (round(dy, 2), round(dx, 2)) == (0.0, -10.0)
+    moved = shift_image(truth, (0.0, -3.0))  # out of the field to the east: lost, not wrapped to the west edge
+    assert abs(moved[:, 10:].sum()) < 1e-9 and moved.sum() < truth.sum()

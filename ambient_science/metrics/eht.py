@@ -4,8 +4,12 @@ Images are real ``(N, N)`` arrays (or tensors; ``(1, N, N)`` and ``(1, 1, N, N)`
 library convention: row 0 north, column 0 east, pixel size ``psize`` in radians. Angular results are
 reported in µas, position angles in degrees east of north. Every metric returns Python floats.
 
-- :func:`best_shift`: the sub-pixel translation maximising the cross-correlation (FFT peak, then an
-  upsampled DFT around it); :func:`shift_image` applies one by the Fourier shift theorem.
+- :func:`best_shift`: the sub-pixel translation maximising the LINEAR cross-correlation, never a wrap-around one:
+  both images are zero-padded to ``2N × 2N``, the integer peak of their FFT cross-correlation is searched over
+  shifts in ``[-N, N)`` along each axis, then refined to ``1/upsample`` pixel (default 1/20) by an upsampled DFT
+  on ±1 pixel around it; :func:`shift_image` applies a shift by the Fourier shift theorem on the same padded
+  grid and crops back, so flux moved out of the field is lost, never wrapped to the opposite edge. Every
+  "after the best shift" metric (PSNR, blurred PSNR, nxcorr) uses this search.
 - :func:`psnr_shifted`: ``PSNR = 10 log10(range² / MSE)`` after the best shift, ``range = max - min`` of truth.
 - :func:`blurred_psnr`: the same after blurring both images with a circular Gaussian of FWHM ``fwhm_uas``.
 - :func:`nxcorr`: ``mean((a - ā)/s_a · (b - b̄)/s_b)`` (population std), optionally after the best shift.
@@ -17,7 +21,12 @@ reported in µas, position angles in degrees east of north. Every metric returns
   times the largest of its eight neighbours (edge pixels: of those inside the image) and above ``rel`` of the
   image's peak; :func:`remove_isolated_pixels` replaces each by that neighbour maximum.
 - :func:`closure_chi2`: normalised closure-phase and log-closure-amplitude χ² of an image against
-  observed visibilities, through ``operators.closure``.
+  observed visibilities, through ``operators.closure``, over MINIMAL closure sets chosen as ehtim chooses
+  them: per time, candidate triangles / quadrangles in the order of a station priority (the lowest-SEFD
+  station first, ehtim's reference) are kept when linearly independent of those already kept, so with all
+  ``n`` stations present there are ``(n-1)(n-2)/2`` closure phases and ``n(n-3)/2`` log closure amplitudes
+  (the triangles through the reference station); the log closure amplitudes are debiased as in ehtim. The χ²
+  divide by the number of closure quantities ``n``, not by degrees of freedom.
 
     >>> import numpy as np
     >>> a = np.zeros((32, 32)); a[10:14, 12:18] = 1.0
@@ -132,13 +141,16 @@ def _dft_correlation(cross: Tensor, dy: Tensor, dx: Tensor) -> Tensor:
 def best_shift(estimate: Any, truth: Any, *, upsample: int = 20) -> tuple[float, float]:
     """The translation ``(dy, dx)`` in pixels that best aligns ``estimate`` to ``truth``.
 
-    ``s* = argmax_s Σ_r truth(r) · estimate(r - s)`` (circular): the integer FFT cross-correlation peak,
-    refined to ``1/upsample`` pixel by an upsampled DFT on ±1 pixel around it.
+    ``s* = argmax_s Σ_r truth(r) · estimate(r - s)`` over linear (zero-padded, never wrap-around) shifts
+    ``|s| < N``: the integer FFT cross-correlation peak on a ``2N`` grid, refined to ``1/upsample`` pixel by
+    an upsampled DFT on ±1 pixel around it.
     :func:`shift_image` (``estimate``, ``s*``) is then aligned to ``truth``. ``dy > 0`` moves the image
     towards higher row indices (south), ``dx > 0`` towards higher columns (west).
     """
     e, t = _pair(estimate, truth)
-    N = e.shape[0]
+    N = 2 * e.shape[0]  # zero-padded: a linear correlation
+    e = torch.nn.functional.pad(e, (0, e.shape[1], 0, e.shape[0]))
+    t = torch.nn.functional.pad(t, (0, t.shape[1], 0, t.shape[0]))
     cross = _cross_power(e, t)
     cc = torch.fft.ifft2(cross).real
     iy, ix = divmod(int(torch.argmax(cc)), N)
@@ -152,15 +164,18 @@ def best_shift(estimate: Any, truth: Any, *, upsample: int = 20) -> tuple[float,
 
 
 def shift_image(image: Any, shift: tuple[float, float]) -> np.ndarray:
-    """Translate an image by ``(dy, dx)`` pixels (Fourier shift theorem, circular): ``F⁻¹[F[x] e^{-2πi k·s/N}]``.
+    """Translate an image by ``(dy, dx)`` pixels: ``F⁻¹[F[x] e^{-2πi k·s/2N}]`` on the image zero-padded to
+    ``2N × 2N``, cropped back to ``N × N`` (flux moved out of the field is lost, never wrapped around).
 
     Shape: ``(N, N)`` -> ``(N, N)`` float64 numpy array.
     """
     x = _image(image)
-    N = x.shape[0]
-    k = torch.fft.fftfreq(N, dtype=torch.float64)
-    phase = torch.exp(-2j * math.pi * (k[:, None] * shift[0] + k[None, :] * shift[1]))
-    return torch.fft.ifft2(torch.fft.fft2(x) * phase).real.numpy()
+    n0, n1 = x.shape
+    x = torch.nn.functional.pad(x, (0, n1, 0, n0))
+    ky = torch.fft.fftfreq(2 * n0, dtype=torch.float64)
+    kx = torch.fft.fftfreq(2 * n1, dtype=torch.float64)
+    phase = torch.exp(-2j * math.pi * (ky[:, None] * shift[0] + kx[None, :] * shift[1]))
+    return torch.fft.ifft2(torch.fft.fft2(x) * phase).real[:n0, :n1].numpy()
 
 
 # -- PSNR, blur, nxcorr ----------------------------------------------------------------------------------------

@@ -37,8 +37,10 @@ __all__ = [
     "plot_synthetic",
     "plot_uvfits",
     "print_table",
+    "ring_intervals",
     "rml_baseline",
     "sample_stats",
+    "write_sample_cube",
 ]
 
 METRIC_KEYS = ("psnr", "blur_psnr", "nxcorr", "chi2_cphase", "chi2_logcamp")
@@ -96,7 +98,16 @@ def image_metrics(
 def sample_stats(post: ClosurePosterior) -> dict[str, float]:
     """How many posterior samples fitted the data, and their closure χ² (means over samples and observations)."""
     kept = post.kept.float()
+    extra = {}
+    if post.fits is not None:
+        extra = {
+            "fit_fraction": float(post.fits.float().mean()),
+            "fit_range": list(post.fit_range),
+            "speckle_pixels_mean": float(post.speckles.float().mean()),
+            "prior_flux_jy": post.prior_flux,
+        }
     return {
+        **extra,
         "kept_fraction": float(kept.mean()),
         "chi2_cphase_kept": float((post.chi2_cphase * kept).sum() / kept.sum()),
         "chi2_logcamp_kept": float((torch.nan_to_num(post.chi2_logcamp) * kept).sum() / kept.sum()),
@@ -138,7 +149,15 @@ def evaluate_synthetic(
         samples[f"ambient_daps{suffix}"], samples[f"ambient_dps{suffix}"] = sample_stats(daps), sample_stats(dps)
     images["rml"] = [
         rml_baseline(
-            c.obs, setup.npix, psize, c.total_flux, closure=cd, n_rounds=setup.rml_rounds, n_iter=setup.rml_iter
+            c.obs,
+            setup.npix,
+            psize,
+            c.total_flux,
+            closure=cd,
+            n_rounds=setup.rml_rounds,
+            n_iter=setup.rml_iter,
+            target_chi2=setup.rml_target,
+            max_reweight=setup.rml_reweight,
         )
         for c, cd in tqdm(list(zip(cases, closures, strict=True)), desc="rml", unit="obs")
     ]
@@ -164,6 +183,48 @@ def print_table(metrics: dict) -> None:
         print(f"{m:24s}" + "".join(f"{row[k]:14.3f}" for k in METRIC_KEYS))
 
 
+def _circular_interval(pa_deg: np.ndarray, q: float) -> tuple[float, float, float]:
+    """(centre, lo, hi) of the central ``q`` interval of angles [deg] around their circular mean."""
+    c = float(np.degrees(np.angle(np.exp(1j * np.radians(pa_deg)).mean())) % 360)
+    dev = (pa_deg - c + 180.0) % 360.0 - 180.0
+    lo, hi = np.quantile(dev, [(1 - q) / 2, (1 + q) / 2])
+    return c, c + float(lo), c + float(hi)
+
+
+def ring_intervals(samples: np.ndarray, pixel_size: float, **ring_kw: Any) -> dict[str, dict[str, float]]:
+    """Ring diameter, width and brightness PA of every sample ``(S, N, N)`` (:func:`ring_fit`) and their medians
+    with 68 % and 95 % central intervals (PA: around the circular mean, in degrees east of north)."""
+    fits = [ring_fit(s, pixel_size, **ring_kw) for s in samples]
+    out: dict[str, dict[str, float]] = {}
+    for key in ("diameter_uas", "width_uas"):
+        v = np.array([getattr(f, key) for f in fits], dtype=np.float64)
+        q = np.quantile(v, [0.025, 0.16, 0.5, 0.84, 0.975])
+        out[key] = {"median": q[2], "lo68": q[1], "hi68": q[3], "lo95": q[0], "hi95": q[4], "std": float(v.std())}
+    pa = np.array([f.pa_deg for f in fits], dtype=np.float64)
+    c, lo68, hi68 = _circular_interval(pa, 0.68)
+    _, lo95, hi95 = _circular_interval(pa, 0.95)
+    out["pa_deg"] = {"median": c, "lo68": lo68, "hi68": hi68, "lo95": lo95, "hi95": hi95}
+    return {k: {kk: float(vv) for kk, vv in v.items()} for k, v in out.items()}
+
+
+def write_sample_cube(path: Path, samples: np.ndarray, sky: SkyImage, table: Mapping[str, Sequence[float]]) -> Path:
+    """Posterior samples ``(S, N, N)`` [Jy/pixel] as one FITS cube (axis 3 ``SAMPLE``; the sky axes of
+    :func:`~ambient_science.datasets.fits_image.write_fits_image`) plus a binary table ``SAMPLES`` with one row per
+    sample (``table``: e.g. closure χ², fit flag, ring diameter)."""
+    from astropy.io import fits
+
+    write_fits_image(path, sky, overwrite=True)
+    with fits.open(path) as hdul:
+        header = hdul[0].header.copy()
+    primary = fits.PrimaryHDU(np.ascontiguousarray(samples[:, ::-1, :]), header=header)
+    for key, value in (("CTYPE3", "SAMPLE"), ("CRPIX3", 1.0), ("CRVAL3", 1.0), ("CDELT3", 1.0)):
+        primary.header[key] = value
+    cols = [fits.Column(name=k, format="D", array=np.asarray(v, dtype=np.float64)) for k, v in table.items()]
+    hdul = fits.HDUList([primary, fits.BinTableHDU.from_columns(cols, name="SAMPLES")])
+    hdul.writeto(path, overwrite=True)
+    return path
+
+
 # -- real data -----------------------------------------------------------------------------------------------
 
 
@@ -178,12 +239,14 @@ def image_uvfits(
     source: str = "",
 ) -> dict:
     """Image a UVFITS file: Stokes I, scan averages, closure quantities, DAPS (``setup.daps``,
-    ``setup.num_samples`` samples, a generator seeded ``seed + 13``) through the prior.
+    ``setup.num_samples`` samples, a generator seeded ``seed + 13``) through the prior, at the prior's training
+    flux (:func:`~ambient_science.pipelines.eht_likelihood.training_flux`).
 
     ``total_flux`` [Jy] defaults to the median intra-site amplitude (:func:`zero_baseline_flux`); ``source``
-    names the prior in the metrics. Writes ``image.fits``, ``image.png`` and ``metrics.json`` (closure χ²,
-    ring diameter and width, brightness position angle, posterior-sample statistics) into ``out_dir`` and
-    returns the metrics.
+    names the prior in the metrics. Writes ``image.fits``, ``samples.fits`` (every posterior sample, a cube, with a
+    table of their χ², fit flags and ring fits), ``image.png`` and ``metrics.json`` (closure χ², ring diameter
+    and width, brightness position angle of the point estimate; medians and 68 %/95 % intervals over the kept
+    samples; posterior-sample statistics) into ``out_dir`` and returns the metrics.
     """
     obs = average(read_uvfits(uvfits))  # coherent scan averages
     flux = total_flux or zero_baseline_flux(obs)
@@ -205,6 +268,15 @@ def image_uvfits(
     chi2 = image_metrics(image, None, obs, psize, blur_fwhm_uas=setup.blur_fwhm_uas, closure=closure)
     north_uas = (setup.npix / 2 - 0.5 - np.arange(setup.npix)) * (setup.fov_uas / setup.npix)  # per row
     south_fraction = float(image[north_uas < ring.center_y_uas].sum() / image.sum())
+    samples = post.samples[:, 0, 0].cpu().numpy()
+    kept = post.kept[:, 0].cpu().numpy()
+    intervals = ring_intervals(samples[kept], psize)
+    rows = [ring_fit(x, psize) for x in samples]
+    write_sample_cube(out_dir / "samples.fits", samples, sky, {
+        "chi2_cphase": post.chi2_cphase[:, 0].cpu().numpy(), "chi2_logcamp": post.chi2_logcamp[:, 0].cpu().numpy(),
+        "fits": post.fits[:, 0].cpu().numpy().astype(float), "kept": kept.astype(float),
+        "diameter_uas": [r.diameter_uas for r in rows], "width_uas": [r.width_uas for r in rows],
+        "pa_deg": [r.pa_deg for r in rows]})  # fmt: skip
     metrics = {
         "uvfits": str(uvfits),
         "source": obs.source,
@@ -221,6 +293,8 @@ def image_uvfits(
         "num_samples": setup.num_samples,
         "inference_operator": setup.daps.inference_operator,
         "samples": sample_stats(post),
+        "ring_intervals_kept_samples": intervals,
+        "samples_file": str(out_dir / "samples.fits"),
         "prior": source,
     }
     plot_uvfits(image, std, ring, setup.fov_uas, obs.source or uvfits.stem, out_dir / "image.png")

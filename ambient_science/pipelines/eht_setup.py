@@ -82,6 +82,8 @@ class Setup:
     dps: SamplerSettings = field(default_factory=lambda: DPS)
     rml_rounds: int = 3
     rml_iter: int = 200
+    rml_target: tuple[float, float] | None = (0.7, 1.3)
+    rml_reweight: int = 6
     blur_fwhm_uas: float = 20.0
 
     def to_dict(self) -> dict:
@@ -103,6 +105,7 @@ QUICK = Setup(
     dps=dataclasses.replace(DPS, levels=4, polish_iterations=10, polish_mean_iterations=10),
     rml_rounds=1,
     rml_iter=20,
+    rml_reweight=1,
 )
 
 
