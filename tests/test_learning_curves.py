@@ -1,0 +1,45 @@
+"""benchmarks/learning_curves.py: the speckle measure, the table and the resume bookkeeping (no training)."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+spec = importlib.util.spec_from_file_location("learning_curves", ROOT / "benchmarks" / "learning_curves.py")
+lc = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(lc)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _truth():
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, 32), torch.linspace(-1, 1, 32), indexing="ij")
+    return ((xx.square() + yy.square()) < 0.4).float()[None].repeat(2, 1, 1)
+
+
+def test_background_speckle_rises_with_pixel_noise():
+    truth = _truth()
+    smooth = lc.background_hf(truth[:, None].to(torch.complex64), truth)
+    noisy = truth + 0.05 * torch.randn(truth.shape, generator=torch.Generator().manual_seed(0))
+    speckled = lc.background_hf(noisy, truth)
+    quieter = lc.background_hf(truth + 0.2 * (noisy - truth), truth)
+    assert smooth < -100 and -30 < speckled < -20 and quieter < speckled - 10  # dB; exact estimate: no HF energy
+
+
+def test_table_plot_and_point_lookup(tmp_path):
+    m = {k: {"psnr": 20.0 + i, "ssim": 0.5, "nmse": 0.1, "bg_hf_db": -30.0}
+         for i, k in enumerate(("zero_filled", "l1_wavelet", "ambient_one_step", "ambient_dps"))}  # fmt: skip
+    results = {"points": [
+        {"family": "knee", "prior": p, "images": n, "R": R, "operator": "full", "eval": "4sl/2x32", "metrics": m,
+         "train_seconds": 1.0}
+        for p in ("ambient", "clean") for n in (4000, 10000) for R in (4, 8)
+    ]}  # fmt: skip
+    lc.write_table(tmp_path, results)
+    lc.write_plot(tmp_path, results)
+    table = (tmp_path / "table.md").read_text().splitlines()
+    assert len(table) == 2 + 8 and "| knee | ambient | 4000 |" in table[2]
+    assert (tmp_path / "curves.png").stat().st_size > 0
+    assert lc.find(results, prior="clean", images=10000, R=8, eval="4sl/2x32") is not None
+    assert lc.find(results, prior="clean", images=10000, R=8, eval="4sl/4x48") is None
