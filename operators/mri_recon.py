@@ -4,7 +4,9 @@
   SENSE coil combination ``Σ_c conj(S_c) F^H y_c``), or the RSS of the zero-filled coil images;
 - CG-SENSE: ``argmin_x ||A x - y||² + λ ||x||²`` by conjugate gradient on the normal equations;
 - L1-wavelet: ``argmin_x ½||A x - y||² + λ ||Ψ x||_1`` (Daubechies-4 wavelets), sigpy's
-  ``mri.app.L1WaveletRecon`` per slice.
+  ``mri.app.L1WaveletRecon`` per slice;
+- total variation: ``argmin_x ½||A x - y||² + λ ||∇ x||_1`` (anisotropic finite differences), sigpy's
+  ``mri.app.TotalVariationRecon`` (primal-dual hybrid gradient) per slice.
 
 All take a batched :class:`~ambient_science.operators.mri.CartesianMRI` ``A`` and its k-space ``y``.
 
@@ -19,7 +21,7 @@ from torch import Tensor
 
 from ambient_science.operators.mri import CartesianMRI, ifft2c
 
-__all__ = ["cg_sense", "l1_wavelet", "zero_filled", "zero_filled_rss"]
+__all__ = ["cg_sense", "l1_wavelet", "total_variation", "zero_filled", "zero_filled_rss"]
 
 
 def zero_filled(A: CartesianMRI, y: Tensor) -> Tensor:
@@ -77,6 +79,28 @@ def l1_wavelet(
             max_iter=max_iter,
             alpha=1.0 / max(lipschitz, 1e-12),
             show_pbar=False,
+        )
+        out.append(np.asarray(app.run()))
+    return torch.from_numpy(np.stack(out)[:, None].astype(np.complex64)).to(y.device)
+
+
+def total_variation(A: CartesianMRI, y: Tensor, *, lam: float = 1e-3, max_iter: int = 100) -> Tensor:
+    """Total-variation regularised reconstruction, ``argmin ½||A x - y||² + λ ||∇ x||_1``, via sigpy (CPU, per slice).
+
+    ``lam`` is absolute, like :func:`l1_wavelet`'s (data normalised so the image maximum is about 1).
+    """
+    import sigpy.mri
+
+    mask = torch.broadcast_to(A.observed, A.oshape).detach().cpu().numpy()
+    y_np = y.detach().cpu().numpy()
+    if A.coil_maps is None:
+        maps = np.ones((A.batch_size, 1, *A.ishape[2:]), dtype=np.complex64)
+    else:
+        maps = A.coil_maps.detach().cpu().numpy()
+    out = []
+    for b in range(A.batch_size):
+        app = sigpy.mri.app.TotalVariationRecon(
+            y_np[b], maps[b], lam, weights=mask[b], max_iter=max_iter, show_pbar=False
         )
         out.append(np.asarray(app.run()))
     return torch.from_numpy(np.stack(out)[:, None].astype(np.complex64)).to(y.device)

@@ -93,7 +93,7 @@ def test_prepare_images_cli_formats_and_heldout_split(tmp_path):
 
 def test_load_image_volumes_errors_name_the_file(tmp_path):
     (tmp_path / "x.txt").write_text("no")
-    with pytest.raises(ValueError, match="x.txt.*unsupported"):
+    with pytest.raises(ValueError, match=r"x\.txt.*unsupported"):
         load_image_volumes(tmp_path / "x.txt")
     np.save(tmp_path / "bad.npy", np.zeros((2, 2, 2, 2, 2)))
     with pytest.raises(ValueError, match=r"bad.npy: expected .*shape \(2, 2, 2, 2, 2\)"):
@@ -157,3 +157,56 @@ def test_calibrate_threshold_is_a_quantile_of_validation_scores():
     assert calibrate_threshold(torch.arange(101.0), 0.95) == 95.0
     with pytest.raises(ValueError, match="at least 2"):
         calibrate_threshold(torch.tensor([1.0]))
+
+
+def test_reconstruct_defaults_are_the_recommended_settings_and_the_card_overrides_them():
+    from ambient_science.sampling.reconstruction import recommended_settings
+
+    family = CartesianMRIFamily((1, 16, 16), acceleration=4)
+    prior = Prior(_Template(torch.zeros(1, 16, 16, dtype=torch.complex64)), family)
+    dps = recommended_settings(prior, "dps")
+    assert [dps[k] for k in ("steps", "num_samples", "inference_operator", "data_consistency")] == [48, 4, "full", "cg"]
+    assert recommended_settings(prior, "one_step")["num_draws"] == 8
+    prior.config = {"sampler": {"dps": {"steps": 12, "inference_operator": "law"}}}
+    dps = recommended_settings(prior, "dps")
+    assert (dps["steps"], dps["inference_operator"], dps["num_samples"]) == (12, "law", 4)
+
+
+def test_reconstruct_safe_mode_warns_and_replaces_only_the_images_that_fire():
+    from ambient_science.sampling.reconstruction import reconstruct
+
+    family = CartesianMRIFamily((1, 32, 32), acceleration=4, center_fraction=0.08, drop_fraction=0.2)
+    grid = dict(num_slices=1, grid_shape=(32, 32), pixel_size=(2 / 32,) * 2)
+    template = torch.as_tensor(np.abs(brain_phantom(0, **grid))).to(torch.complex64)[None]
+    other = torch.as_tensor(np.abs(knee_phantom(0, **grid))).to(torch.complex64)[None]
+    prior = Prior(_Template(template[0]), family)
+    prior.config = {"fit": {"threshold": 0.2}}
+    lik = _setup(torch.cat([template, other]), family)
+    g = torch.Generator().manual_seed(0)
+    off = reconstruct(prior, lik, method="one_step", generator=g, safe_mode="off")
+    assert off.fit is None
+    with pytest.warns(UserWarning, match="does not fit 1 of 2"):
+        post = reconstruct(prior, lik, method="one_step", generator=torch.Generator().manual_seed(0))
+    assert post.fit.fires.tolist() == [False, True]
+    assert torch.equal(post.mean[0], off.mean[0])  # the image that fits is untouched
+    zf = lik.backprojection()[1]
+    assert (post.mean[1] - zf).abs().pow(2).sum() < (off.mean[1] - zf).abs().pow(2).sum()  # pulled to the data
+    marker = torch.full_like(zf, 7.0)[None].expand(2, -1, -1, -1)
+    with pytest.warns(UserWarning, match="does not fit"):
+        fb = reconstruct(prior, lik, method="one_step", generator=torch.Generator().manual_seed(0),
+                         fallback=lambda _lik: marker)  # fmt: skip
+    assert torch.equal(fb.mean[1], marker[1]) and torch.equal(fb.mean[0], off.mean[0])
+
+
+def test_total_variation_baseline_beats_zero_filling_on_a_piecewise_constant_image():
+    from ambient_science.operators.mri_recon import total_variation
+
+    x = torch.zeros(1, 1, 32, 32, dtype=torch.complex64)
+    x[..., 8:24, 10:20] = 1.0
+    x[..., 12:16, 4:28] = 0.5
+    family = CartesianMRIFamily((1, 32, 32), acceleration=3, center_fraction=0.1)
+    A = family.sample(1, generator=torch.Generator().manual_seed(0))
+    y = A(x)
+    tv = total_variation(A, y, lam=1e-2, max_iter=200)
+    assert tv.shape == x.shape and tv.dtype == torch.complex64
+    assert (tv - x).abs().norm() < 0.9 * (A.H(y) - x).abs().norm()

@@ -34,9 +34,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--measurements", required=True, help="measurement file (ambient_science.datasets)")
     parser.add_argument("--out", required=True, help="output directory (existing outputs are never overwritten)")
     parser.add_argument("--method", choices=METHODS, default="dps")
-    parser.add_argument("--num-samples", type=_positive_int, default=4, help="posterior samples per image")
     parser.add_argument(
-        "--steps", type=_positive_int, default=64, help="sampler steps (A-DPS) or annealing levels (DAPS)"
+        "--num-samples", type=_positive_int, default=None, help="posterior samples per image (default: recommended)"
+    )
+    parser.add_argument(
+        "--steps", type=_positive_int, default=None, help="sampler steps (A-DPS) or annealing levels (DAPS)"
     )
     parser.add_argument("--indices", default="all", help="records to reconstruct: 'all', '0:8' or '1,5,7'")
     parser.add_argument("--batch-size", type=_positive_int, default=8)
@@ -44,9 +46,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--inference-operator",
         choices=("law", "test", "full", "measurement"),
-        default="law",
+        default=None,
         help="Ã_inf: a draw of the training law, the further-corrupted test operator, everything observed, or "
-        "the test operator itself (measurement)",
+        "the test operator itself (measurement); default: recommended",
     )
     parser.add_argument(
         "--sigma-min",
@@ -54,8 +56,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="last nonzero noise level of the schedule (default 0.002, or the prior's sigma_n when higher)",
     )
-    parser.add_argument("--num-draws", type=_positive_int, default=1, help="draws of Ã_inf averaged in the denoiser")
-    parser.add_argument("--data-consistency", choices=("none", "cg", "replace"), default="none")
+    parser.add_argument("--num-draws", type=_positive_int, default=None, help="draws of Ã_inf averaged in the denoiser")
+    parser.add_argument("--data-consistency", choices=("none", "cg", "replace"), default=None)
+    parser.add_argument(
+        "--safe-mode",
+        choices=("auto", "shrink", "report", "off"),
+        default="auto",
+        help="fit test of the prior on the data; auto: the images that fire get the safe reconstruction",
+    )
+    parser.add_argument(
+        "--fallback",
+        choices=("l1", "shrink"),
+        default="l1",
+        help="safe reconstruction (MRI): L1-wavelet (the prior card's lambda) or the shrink toward zero-filling",
+    )
     parser.add_argument("--truth", default=None, help="h5 file with a 'target' dataset (N, H, W) for metrics")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     parser.add_argument("--seed", type=int, default=0)
@@ -147,7 +161,7 @@ def run(args: argparse.Namespace) -> int:
     indices = parse_indices(args.indices, len(data))
     truth = _read_truth(args.truth, indices) if args.truth else None  # checked before any output is written
     generator = torch.Generator().manual_seed(args.seed)
-    means, stds, zero_filled = [], [], []
+    means, stds, zero_filled, fits = [], [], [], []
     loader = DataLoader(Subset(data, indices), batch_size=args.batch_size)
     for batch in loader:
         A = data.family.make({k: v.to(device) for k, v in batch["params"].items()})
@@ -165,9 +179,13 @@ def run(args: argparse.Namespace) -> int:
             inference_operator=args.inference_operator,
             sigma_min=args.sigma_min,
             num_draws=args.num_draws,
-            data_consistency=None if args.data_consistency == "none" else args.data_consistency,
+            data_consistency=args.data_consistency,
+            safe_mode=args.safe_mode,
+            fallback=_fallback(prior, A, args.fallback),
             progress=not args.no_progress,
         )
+        if post.fit is not None:
+            fits.append(post.fit)
         means.append(post.mean.cpu())
         stds.append(post.std.cpu())
         zero_filled.append(A.H(y).detach().cpu())
@@ -181,17 +199,56 @@ def run(args: argparse.Namespace) -> int:
         f.create_dataset("index", data=indices)
         f.attrs["settings"] = json.dumps(settings)
         f.attrs["family"] = json.dumps(prior.family.config())
+        if fits:
+            f.create_dataset("fit_score", data=torch.cat([r.score for r in fits]).numpy())
+            f.create_dataset("fit_fires", data=torch.cat([r.fires for r in fits]).numpy())
     target_file.with_name(target_file.name + ".tmp").replace(target_file)
+    fit_summary = _fit_summary(fits, indices)
+    if fit_summary is not None:
+        print(fit_summary["line"])
 
     _save_figure(out / "reconstructions.png", zf, mean, std, truth)
     if prior.family.name == "interferometer":
         _save_fits(out, mean, prior.family, {**data.metadata, **_position(args)})
     if truth is not None:
         metrics = _metrics(truth, mean)
+        if fit_summary is not None:
+            metrics["fit"] = {k: v for k, v in fit_summary.items() if k != "line"}
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
         print(json.dumps(metrics, indent=2))
     print(f"wrote {target_file}")
     return 0
+
+
+def _fallback(prior, A, kind: str):
+    """The safe reconstruction of images that fire: L1-wavelet for Cartesian MRI (λ from the prior's ``"fit"``
+    entry at the nearest acceleration, else 3e-4), or ``None`` (the shrink toward zero-filling)."""
+    if kind != "l1" or prior.family.name != "cartesian_mri":
+        return None
+    from ambient_science.operators.mri_recon import l1_wavelet
+
+    lams = {float(k): float(v) for k, v in prior.config.get("fit", {}).get("fallback_l1_lam", {}).items()}
+    R = float(A.acceleration().mean())
+    lam = lams[min(lams, key=lambda k: abs(k - R))] if lams else 3e-4
+    return lambda likelihood: l1_wavelet(likelihood.A, likelihood.y, lam=lam)
+
+
+def _fit_summary(fits: list, indices: list[int]) -> dict[str, Any] | None:
+    """One line and the numbers of the fit test over all records (``None`` when it did not run)."""
+    if not fits:
+        return None
+    score = torch.cat([r.score for r in fits])
+    fires = torch.cat([r.fires for r in fits])
+    threshold = fits[0].threshold
+    fired = [i for i, f in zip(indices, fires.tolist()) if f]
+    line = (
+        f"fit test: score {float(score.min()):.3f}-{float(score.max()):.3f} (threshold "
+        f"{'none calibrated' if threshold is None else f'{threshold:.3f}'}); "
+        + (f"the prior does NOT fit {len(fired)} of {len(indices)} records {fired[:20]}: safe reconstruction used"
+           if fired else "no record flagged")
+    )  # fmt: skip
+    return {"line": line, "score": [round(float(s), 4) for s in score], "fires": fires.tolist(),
+            "threshold": threshold, "fired_fraction": float(fires.float().mean())}  # fmt: skip
 
 
 def _check_fits(prior_family, data_family) -> None:

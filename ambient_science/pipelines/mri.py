@@ -81,7 +81,10 @@ class Preset:
     dps_samples: int = 4
     dps_steps: int = 48
     one_step_draws: int = 8
-    l1_lams: tuple[float, ...] = (3e-4, 1e-3, 3e-3, 1e-2)
+    # λ grids of the classical baselines, wide enough that the best λ is interior (issue #18: at 3e-4 .. 1e-2 the
+    # best L1 λ was the grid's smallest at both R); benchmarks/mri_ood.py --calibrate prints the validation curve
+    l1_lams: tuple[float, ...] = (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2)
+    tv_lams: tuple[float, ...] = (1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
 
 
 PRESETS = {
@@ -101,7 +104,7 @@ PRESETS = {
         train_volumes=2, test_volumes=1, slices=2, recon_size=32, resolution=16, test_slices=2,
         network={"model_channels": 8, "channel_mult": [1, 2], "num_blocks": 1, "attn_levels": [],
                  "mid_attention": False},
-        steps=3, batch_size=4, dps_samples=2, dps_steps=4, one_step_draws=2, l1_lams=(1e-3,),
+        steps=3, batch_size=4, dps_samples=2, dps_steps=4, one_step_draws=2, l1_lams=(1e-3,), tv_lams=(),
     ),
 }  # fmt: skip
 
@@ -347,7 +350,7 @@ def run(config: KneeRun, *, log: Callable[[str], None] = print) -> dict[str, Any
     for R in config.test_accelerations:
         test_file = prepared(test_files, f"test_r{R}_{res}.h5", R, config.seed + 1, True)
         test[str(R)], figure[R] = evaluate(
-            priors, test_file, test_slices=preset.test_slices, l1_lams=preset.l1_lams,
+            priors, test_file, test_slices=preset.test_slices, l1_lams=preset.l1_lams, tv_lams=preset.tv_lams,
             one_step_draws=preset.one_step_draws, dps_samples=preset.dps_samples, dps_steps=preset.dps_steps,
             inference_operator=config.inference_operator, seed=config.seed, device=device, progress=config.progress,
         )  # fmt: skip

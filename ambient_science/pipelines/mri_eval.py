@@ -6,7 +6,9 @@ Methods, per acceleration (one :func:`evaluate` call per test file):
 * ``zero_filled``: ``Aᴴ y``;
 * ``cg_sense`` (multi-coil files only): ``argmin ‖A x − y‖² + λ‖x‖²`` by conjugate gradients, ``λ = 10⁻²``;
 * ``l1_wavelet``: compressed sensing, ``λ`` picked on the test slices themselves (the baseline at its best,
-  conservative for the prior; ``metrics["l1_wavelet"]["lam"]`` records it);
+  conservative for the prior; ``metrics["l1_wavelet"]["lam"]`` records it, ``"lam_interior"`` whether it lies
+  inside the grid rather than at an end, where a wider grid could do better);
+* ``total_variation`` (when ``tv_lams`` is given): sigpy's TV reconstruction, ``λ`` picked the same way;
 * per prior labelled ``<prefix>[<suffix>]`` (``ambient``, ``clean``, either with ``_this_run``): the one-step
   estimate ``<prefix>_one_step<suffix>`` (mean of ``one_step_draws`` draws of ``Ã_inf``) and the A-DPS
   posterior mean ``<prefix>_dps<suffix>`` with its per-pixel std ``<prefix>_dps_std<suffix>`` (an image, no
@@ -29,7 +31,7 @@ from ambient_science.datasets.measurements import MeasurementFile
 from ambient_science.datasets.prepare import load_targets
 from ambient_science.linop import LinearOperator
 from ambient_science.metrics.mri import evaluate_volume
-from ambient_science.operators.mri_recon import cg_sense, l1_wavelet
+from ambient_science.operators.mri_recon import cg_sense, l1_wavelet, total_variation
 from ambient_science.sampling.likelihoods import GaussianLikelihood
 from ambient_science.sampling.prior import Prior
 from ambient_science.sampling.reconstruction import reconstruct
@@ -104,6 +106,7 @@ def evaluate(
     *,
     test_slices: int,
     l1_lams: Sequence[float] = (3e-4, 1e-3, 3e-3, 1e-2),
+    tv_lams: Sequence[float] = (),
     one_step_draws: int = 8,
     dps_samples: int = 4,
     dps_steps: int = 48,
@@ -124,9 +127,13 @@ def evaluate(
     images = {"truth": truth, "zero_filled": A.H(y)}
     if A.coil_maps is not None:
         images["cg_sense"] = cg_sense(A, y, lam=1e-2)
-    l1 = {lam: l1_wavelet(A, y, lam=lam) for lam in l1_lams}
-    best = max(l1, key=lambda lam: volume_metrics(truth, l1[lam], volume)["psnr"])
-    images["l1_wavelet"] = l1[best]
+    best = {}
+    for name, solver, lams in (("l1_wavelet", l1_wavelet, l1_lams), ("total_variation", total_variation, tv_lams)):
+        if not lams:
+            continue
+        estimates = {lam: solver(A, y, lam=lam) for lam in lams}
+        best[name] = max(estimates, key=lambda lam: volume_metrics(truth, estimates[lam], volume)["psnr"])
+        images[name] = estimates[best[name]]
     for label, prior in priors.items():
         prefix = label.removesuffix("_this_run")
         suffix = label[len(prefix) :]
@@ -139,7 +146,10 @@ def evaluate(
         )  # fmt: skip
         images[f"{prefix}_dps{suffix}"], images[f"{prefix}_dps_std{suffix}"] = post.mean, post.std
     metrics = {k: volume_metrics(truth, v, volume) for k, v in images.items() if k != "truth" and "_std" not in k}
-    metrics["l1_wavelet"]["lam"] = best
+    for name, lam in best.items():
+        lams = sorted(l1_lams if name == "l1_wavelet" else tv_lams)
+        metrics[name]["lam"] = lam
+        metrics[name]["lam_interior"] = len(lams) > 2 and lams[0] < lam < lams[-1]
     return metrics, images
 
 

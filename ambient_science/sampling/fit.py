@@ -36,7 +36,7 @@ solution (zero-filled for single-coil Cartesian MRI), ``x_dc`` the estimate afte
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -46,6 +46,7 @@ from torch import Tensor
 from ambient_science.linop import SubsampledOperator
 from ambient_science.registry import family_from_config
 from ambient_science.sampling.likelihoods import GaussianLikelihood
+from ambient_science.sampling.posterior import PosteriorSummary, summarize
 
 if TYPE_CHECKING:
     from ambient_science.sampling.prior import Prior
@@ -53,6 +54,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_FIT",
     "FitReport",
+    "apply_safe_mode",
     "calibrate_threshold",
     "check_fit",
     "fit_settings",
@@ -94,9 +96,10 @@ class FitReport:
         n, total = int(self.fires.sum()), self.fires.numel()
         worst = float(self.score.max())
         return (
-            f"WARNING: the prior does not fit {n} of {total} images (held-out k-space error up to {worst:.2f} "
-            f"of the data's energy, threshold {self.threshold:.2f}): the data look unlike its training data; "
-            "prefer the safe reconstruction (safe_mode) or a classical one"
+            f"the prior does not fit {n} of {total} images: its error on their measured k-space is up to "
+            f"{worst:.2f} of the data's energy (threshold {self.threshold:.3f}, calibrated in distribution); the "
+            "data look unlike its training data, and its reconstruction can be worse than zero-filling there "
+            "(safe_mode='auto' replaces them by the safe reconstruction)"
         )
 
 
@@ -236,3 +239,33 @@ def calibrate_threshold(scores: Tensor, quantile: float = 0.975) -> float:
     if s.numel() < 2:
         raise ValueError(f"calibrate_threshold needs at least 2 validation scores, got {s.numel()}")
     return round(float(torch.quantile(s, quantile)), 4)
+
+
+def apply_safe_mode(
+    post: PosteriorSummary,
+    likelihood: GaussianLikelihood,
+    fit: FitReport | None,
+    mode: str = "auto",
+    *,
+    fallback: Callable[[GaussianLikelihood], Tensor] | None = None,
+) -> PosteriorSummary:
+    """The safe reconstruction of a posterior summary: ``"auto"``: the images that fire; ``"shrink"``: every
+    image; ``"report"``/``"off"``: none. Chosen images get ``fallback(likelihood)`` when given, else
+    :func:`shrink_to_data` of each sample with the held-out weight; the std of a chosen image is kept."""
+    post.fit = fit
+    if fit is None or mode in ("report", "off"):
+        return post
+    chosen = torch.ones_like(fit.fires) if mode == "shrink" else fit.fires
+    if not bool(chosen.any()):
+        return post
+    samples = post.samples if post.samples is not None else post.mean[None]
+    if fallback is not None:
+        shrunk = fallback(likelihood).to(samples.device, samples.dtype)[None].expand_as(samples)
+    else:
+        weight = torch.where(chosen, fit.shrink, torch.ones_like(fit.shrink))
+        shrunk = torch.stack([shrink_to_data(x, likelihood, weight) for x in samples])
+    keep = chosen.to(shrunk.device).reshape(1, -1, *([1] * (shrunk.ndim - 2)))
+    summary = summarize(torch.where(keep, shrunk, samples))
+    summary.std = post.std
+    summary.fit = fit
+    return summary

@@ -53,6 +53,8 @@ class PosteriorSummary:
     std: Tensor
     num_samples: int
     samples: Tensor | None = None
+    #: the fit test of :func:`~ambient_science.sampling.reconstruction.reconstruct` (a ``FitReport``), if run
+    fit: Any = None
 
 
 def summarize(samples: Tensor) -> PosteriorSummary:

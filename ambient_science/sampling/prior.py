@@ -143,6 +143,10 @@ class Prior:
         self.network = network
         self.family = family
         self.sigma_n = float(sigma_n)
+        #: the checkpoint's / exported prior's config (``prior.json``): its ``"sampler"`` (recommended settings,
+        #: :func:`~ambient_science.sampling.reconstruction.recommended_settings`) and ``"fit"`` (calibrated fit
+        #: test, :func:`~ambient_science.sampling.fit.fit_settings`) entries are read from here
+        self.config: dict = {}
         if freeze:
             network.eval().requires_grad_(False)
 
@@ -152,7 +156,9 @@ class Prior:
     ) -> Prior:
         """The prior of a training checkpoint: its EMA network and its operator family."""
         ckpt = load_checkpoint(path, map_location=map_location)
-        return cls(ckpt.network, ckpt.family, freeze=freeze, sigma_n=trained_sigma_n(ckpt.config))
+        prior = cls(ckpt.network, ckpt.family, freeze=freeze, sigma_n=trained_sigma_n(ckpt.config))
+        prior.config = dict(ckpt.config)
+        return prior
 
     @property
     def device(self) -> torch.device:

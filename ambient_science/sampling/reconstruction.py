@@ -10,6 +10,21 @@ the same thing everywhere:
 
 Samples give a posterior mean and a per-pixel standard deviation (:class:`PosteriorSummary`).
 
+**Defaults are the recommended settings** (:func:`recommended_settings`): the prior's ``prior.json`` may record
+them under ``"sampler"`` (the shipped MRI priors record the settings behind the README's numbers); otherwise
+A-DPS takes 48 steps, ``Ã_inf = "full"`` where the family has a fully observed operator (mask families, else
+``"law"``), a final CG data-consistency step for linear Gaussian likelihoods, 4 samples; the one-step estimate
+averages 8 draws of ``Ã_inf``. An argument given explicitly always wins.
+
+**Fit test and safe mode** (``safe_mode``, :mod:`ambient_science.sampling.fit`): with a linear Gaussian
+likelihood of a masked operator and a mask-family prior, ``reconstruct`` first scores how well the prior
+explains the measured data (``post.fit``, a :class:`~ambient_science.sampling.fit.FitReport`) and warns when
+the score exceeds the prior's calibrated threshold. ``"auto"`` (default) then returns the safe reconstruction
+for the images that fire: ``fallback(likelihood)`` when given (the pipelines and the CLI pass L1-wavelet), else
+the measured k-space kept and the unmeasured part shrunk toward the minimum-norm (zero-filled) solution by the
+held-out weight ``w``; ``"shrink"`` applies it to every image; ``"report"`` only reports; ``"off"`` skips the
+test. Either way the posterior std of an image that fired is the prior's spread, which the data do not back.
+
     >>> import torch
     >>> from ambient_science.sampling.likelihoods import GaussianLikelihood
     >>> from ambient_science.operators import CleanFamily, PixelMaskFamily
@@ -29,6 +44,7 @@ Samples give a posterior mean and a per-pixel standard deviation (:class:`Poster
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from typing import Any, Literal
 
 import torch
@@ -36,16 +52,51 @@ import torch
 from ambient_science.linop import SubsampledOperator
 from ambient_science.sampling.daps import sample_daps
 from ambient_science.sampling.dps import sample_adps
+from ambient_science.sampling.fit import FitReport, apply_safe_mode, check_fit
 from ambient_science.sampling.likelihoods import GaussianLikelihood, Likelihood
 from ambient_science.sampling.posterior import PosteriorSummary, sample_posterior, summarize
 from ambient_science.sampling.prior import Prior
 from ambient_science.sampling.samplers import initial_noise, one_step
 from ambient_science.schedules import SIGMA_MIN, edm_sigmas
 
-__all__ = ["METHODS", "reconstruct"]
+__all__ = ["LIBRARY_DEFAULTS", "METHODS", "SAFE_MODES", "recommended_settings", "reconstruct"]
 
 Method = Literal["one_step", "dps", "daps"]
 METHODS: tuple[str, ...] = ("one_step", "dps", "daps")
+SAFE_MODES: tuple[str, ...] = ("auto", "shrink", "report", "off")
+#: the fallback of :func:`recommended_settings` when the prior records none ("full"/"cg" where applicable)
+LIBRARY_DEFAULTS: dict[str, dict[str, Any]] = {
+    "one_step": {"num_draws": 8, "data_consistency": "none"},
+    "dps": {"steps": 48, "num_samples": 4, "inference_operator": "full", "data_consistency": "cg", "num_draws": 1},
+    "daps": {"steps": 64, "num_samples": 4, "inference_operator": "full", "data_consistency": "cg", "num_draws": 1},
+}
+
+
+def _has_full(prior: Prior, A: SubsampledOperator | None) -> bool:
+    try:
+        prior.family.fully_observed(A if A is not None else prior.family.sample(1, generator=torch.Generator()))
+    except (NotImplementedError, KeyError, ValueError, TypeError, AttributeError):
+        return False
+    return True
+
+
+def recommended_settings(
+    prior: Prior, method: str, likelihood: Likelihood | None = None, test_operator: SubsampledOperator | None = None
+) -> dict[str, Any]:
+    """The sampler settings :func:`reconstruct` uses when not told otherwise: the prior's recorded ones
+    (``prior.json`` ``"sampler"`` -> ``method``) over :data:`LIBRARY_DEFAULTS`, made applicable: ``"full"``
+    becomes ``"law"`` for families without a fully observed operator, data consistency ``"none"`` for
+    likelihoods without a linear Gaussian data term."""
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    recorded = ((getattr(prior, "config", None) or {}).get("sampler") or {}).get(method, {})
+    out = {**LIBRARY_DEFAULTS[method], **recorded}
+    A = test_operator if test_operator is not None else getattr(likelihood, "A", None)
+    if out.get("inference_operator") == "full" and not _has_full(prior, A):
+        out["inference_operator"] = "law"
+    if likelihood is not None and not isinstance(likelihood, GaussianLikelihood):
+        out["data_consistency"] = "none"
+    return out
 
 
 def reconstruct(
@@ -54,14 +105,16 @@ def reconstruct(
     *,
     method: Method,
     generator: torch.Generator,
-    num_samples: int = 4,
-    steps: int = 64,
+    num_samples: int | None = None,
+    steps: int | None = None,
     sigma_max: float | None = None,
     sigma_min: float | None = None,
     test_operator: SubsampledOperator | None = None,
-    inference_operator: Literal["law", "test", "full", "measurement"] = "law",
-    num_draws: int = 1,
-    data_consistency: Literal["cg", "replace"] | None = None,
+    inference_operator: Literal["law", "test", "full", "measurement"] | None = None,
+    num_draws: int | None = None,
+    data_consistency: Literal["cg", "replace", "none"] | None = None,
+    safe_mode: Literal["auto", "shrink", "report", "off"] = "auto",
+    fallback: Callable[[GaussianLikelihood], torch.Tensor] | None = None,
     progress: bool = True,
     sampler_options: dict[str, Any] | None = None,
 ) -> PosteriorSummary:
@@ -72,7 +125,9 @@ def reconstruct(
         likelihood: ``-log p(y | x)``; ``"one_step"`` needs a linear :class:`GaussianLikelihood`.
         method: ``"one_step"``, ``"dps"`` or ``"daps"``.
         generator: every random draw (``Ã_inf``, sampler noise); the same seed gives the same result.
-        num_samples: ``S`` posterior samples (``"one_step"`` is one deterministic estimate).
+        num_samples: ``S`` posterior samples (``"one_step"`` is one deterministic estimate). ``None`` here and
+            for ``steps``, ``inference_operator``, ``num_draws``, ``data_consistency``: the recommended setting
+            (:func:`recommended_settings`; module docs).
         steps: sampler steps (A-DPS) or annealing levels (DAPS).
         sigma_max: the first noise level (default: 80 for A-DPS, 10 for DAPS, as their papers).
         sigma_min: the last nonzero noise level (default: EDM's 0.002, or the prior's ``sigma_n`` when higher:
@@ -84,7 +139,12 @@ def reconstruct(
             see :mod:`ambient_science.sampling.prior`) for the samplers; the one-step estimate always uses
             ``"test"``.
         num_draws: ``K`` draws of ``Ã_inf`` averaged in the denoiser (1 for honest uncertainty maps).
-        data_consistency: final data-consistency step (``"cg"`` or ``"replace"``), or none.
+        data_consistency: final data-consistency step (``"cg"`` or ``"replace"``), or ``"none"``.
+        safe_mode: ``"auto"``, ``"shrink"``, ``"report"`` or ``"off"``: the fit test and the safe reconstruction
+            (module docs; ``post.fit`` holds the report, ``None`` when the test does not apply or is off).
+        fallback: the safe reconstruction of the images that fire, ``fallback(likelihood) -> (B, C, H, W)``
+            (e.g. L1-wavelet, :func:`ambient_science.operators.mri_recon.l1_wavelet`); default: the shrink toward
+            the minimum-norm solution (:func:`~ambient_science.sampling.fit.shrink_to_data`).
         progress: a tqdm bar over sampler steps.
         sampler_options: extra keyword arguments of the sampler (e.g. ``zeta``, ``langevin_steps``).
 
@@ -92,10 +152,21 @@ def reconstruct(
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if safe_mode not in SAFE_MODES:
+        raise ValueError(f"safe_mode must be one of {SAFE_MODES}, got {safe_mode!r}")
     A = test_operator if test_operator is not None else getattr(likelihood, "A", None)
     batch = A.batch_size if A is not None else None
     if batch is None:
         raise ValueError("reconstruct needs the test operator (test_operator=...) for a likelihood without .A")
+    recommended = recommended_settings(prior, method, likelihood, A)
+    num_samples = recommended.get("num_samples", 1) if num_samples is None else num_samples
+    steps = recommended.get("steps", 64) if steps is None else steps
+    if inference_operator is None:
+        inference_operator = recommended.get("inference_operator", "law")
+    num_draws = recommended.get("num_draws", 1) if num_draws is None else num_draws
+    dc = recommended.get("data_consistency", "none") if data_consistency is None else data_consistency
+    data_consistency = None if dc == "none" else dc
+    fit = _fit_report(prior, likelihood, generator, safe_mode)
     device = prior.device
     C, H, W = prior.family.image_shape
     shape = (batch, C, H, W)
@@ -118,7 +189,7 @@ def reconstruct(
         options.setdefault("sigma_floor", s_min)
         with torch.no_grad():
             x = one_step(D, likelihood, data_consistency=data_consistency, **options)
-        return summarize(x[None])
+        return apply_safe_mode(summarize(x[None]), likelihood, fit, safe_mode, fallback=fallback)
 
     s_max = sigma_max if sigma_max is not None else (10.0 if method == "daps" else 80.0)
     sigmas = edm_sigmas(steps, sigma_min=min(s_min, s_max), sigma_max=s_max, device=device)
@@ -143,6 +214,28 @@ def reconstruct(
                 D, x, sigmas, likelihood, generator=g, callback=callback, data_consistency=data_consistency, **options
             )
 
-    return sample_posterior(
+    post = sample_posterior(
         draw, num_samples=num_samples, generator=generator, steps_per_sample=len(sigmas) - 1, progress=progress
     )
+    return apply_safe_mode(post, likelihood, fit, safe_mode, fallback=fallback)
+
+
+def _fit_report(prior: Prior, likelihood: Likelihood, generator: torch.Generator, safe_mode: str) -> FitReport | None:
+    """The fit test when it applies (linear Gaussian likelihood of a masked operator, a mask-family prior with a
+    further corruption), with a warning when images fire; ``None`` otherwise or when ``safe_mode="off"``."""
+    applies = (
+        safe_mode != "off"
+        and isinstance(likelihood, GaussianLikelihood)
+        and isinstance(likelihood.A, SubsampledOperator)
+        and "drop_fraction" in prior.family.config()
+    )
+    if not applies:
+        return None
+    # its own stream, seeded from the caller's seed without advancing the caller's generator (the samples stay
+    # those of safe_mode="off")
+    report = check_fit(prior, likelihood, generator=torch.Generator(device=generator.device).manual_seed(
+        generator.initial_seed() + 1))  # fmt: skip
+    message = report.warning()
+    if message is not None:
+        warnings.warn(message, stacklevel=3)
+    return report
