@@ -24,6 +24,7 @@ from ambient_science.operators.closure import ClosureData
 from ambient_science.operators.interferometry import Interferometer, density_weights
 from ambient_science.operators.rml import rml_image
 from ambient_science.pipelines.eht import HeldOut, closure_observation, zero_baseline_flux
+from ambient_science.pipelines.eht_likelihood import with_systematic
 from ambient_science.pipelines.eht_reconstruct import ClosurePosterior, reconstruct_closure
 from ambient_science.pipelines.eht_setup import Setup
 from ambient_science.sampling.prior import Prior
@@ -104,6 +105,7 @@ def sample_stats(post: ClosurePosterior) -> dict[str, float]:
             "fit_fraction": float(post.fits.float().mean()),
             "fit_range": list(post.fit_range),
             "speckle_pixels_mean": float(post.speckles.float().mean()),
+            "speckle_pixels_removed_mean": float(post.speckles_removed.float().mean()),
             "prior_flux_jy": post.prior_flux,
         }
     return {
@@ -237,12 +239,15 @@ def image_uvfits(
     seed: int,
     total_flux: float | None = None,
     source: str = "",
+    systematic: float = 0.0,
 ) -> dict:
     """Image a UVFITS file: Stokes I, scan averages, closure quantities, DAPS (``setup.daps``,
     ``setup.num_samples`` samples, a generator seeded ``seed + 13``) through the prior, at the prior's training
     flux (:func:`~ambient_science.pipelines.eht_likelihood.training_flux`).
 
-    ``total_flux`` [Jy] defaults to the median intra-site amplitude (:func:`zero_baseline_flux`); ``source``
+    ``systematic``: a fractional systematic floor added to every visibility sigma (as EHT imaging does for real
+    data; 0: none). ``total_flux`` [Jy] defaults to the median intra-site amplitude (:func:`zero_baseline_flux`);
+    ``source``
     names the prior in the metrics. Writes ``image.fits``, ``samples.fits`` (every posterior sample, a cube, with a
     table of their χ², fit flags and ring fits), ``image.png`` and ``metrics.json`` (closure χ², ring diameter
     and width, brightness position angle of the point estimate; medians and 68 %/95 % intervals over the kept
@@ -255,6 +260,9 @@ def image_uvfits(
     closure = closure_observation(obs)
     psize = prior.family.pixel_size
     g = torch.Generator(device=prior.device).manual_seed(seed + 13)
+    if systematic > 0:  # the χ² of the contract and of the metrics are then against the inflated sigmas
+        obs = with_systematic(obs, systematic)
+        closure = closure_observation(obs)
     post = reconstruct_closure(
         prior, [obs], [flux], num_samples=setup.num_samples, generator=g, settings=setup.daps, closures=[closure]
     )
@@ -284,6 +292,7 @@ def image_uvfits(
         "n_cphase": closure.index.n_cphase,
         "n_logcamp": closure.index.n_logcamp,
         "total_flux_jy": flux,
+        "systematic_floor": systematic,
         **chi2,
         "ring_diameter_uas": ring.diameter_uas,
         "ring_width_uas": ring.width_uas,

@@ -218,6 +218,7 @@ def reconstruct_closure(
     images = out.detach().reshape(S, T, 1, N, N) / lik.scale
     if cfg.positive:
         images = images.clamp_min(0.0)
+    removed = isolated_pixels(images.reshape(S * T, 1, N, N), k=cfg.speckle_k or 3.0).reshape(S, T)
     if cfg.speckle_k > 0:
         images = remove_isolated_pixels(images.reshape(S * T, 1, N, N), k=cfg.speckle_k).reshape(images.shape)
     if cfg.rescale_flux:  # exact: closure quantities do not change under x -> c x
@@ -255,7 +256,8 @@ def reconstruct_closure(
         if cfg.speckle_k > 0:
             estimate = remove_isolated_pixels(estimate, k=cfg.speckle_k)
     return ClosurePosterior(
-        estimate, mean, std, images, keep, chi2["cphase"], chi2["logcamp"], fits, speckles, f_prior, cfg.fit_range
+        estimate, mean, std, images, keep, chi2["cphase"], chi2["logcamp"], fits, speckles, f_prior, cfg.fit_range,
+        removed,
     )
 
 
@@ -300,6 +302,8 @@ class ClosurePosterior:
             systematic floor, when one was given).
         fits: ``(S, T)`` bool, both χ² within ``fit_range``; speckles: ``(S, T)`` isolated saturated pixels left.
         prior_flux: the flux [Jy] at which the images entered the prior; fit_range: the contract's range.
+        speckles_removed: ``(S, T)`` isolated saturated pixels found (and removed) after the last
+            data-consistency step.
     """
 
     estimate: Tensor
@@ -313,6 +317,7 @@ class ClosurePosterior:
     speckles: Tensor | None = None
     prior_flux: float = 0.0
     fit_range: tuple[float, float] = (0.7, 1.3)
+    speckles_removed: Tensor | None = None
 
 
 def _align(images: Tensor, reference: Tensor) -> Tensor:
