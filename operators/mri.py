@@ -36,7 +36,7 @@ from ambient_science.operators.mri_masks import (
     poisson_disc_mask,
     variable_density_mask,
 )
-from ambient_science.operators.workspace import chunks, empty_output, needs_graph
+from ambient_science.operators.workspace import chunk_budget, chunks, empty_output, needs_graph
 
 __all__ = ["CartesianMRI", "CartesianMRIFamily", "fft2c", "ifft2c"]
 
@@ -72,7 +72,7 @@ def _plane_bytes(A: CartesianMRI, dtype: torch.dtype) -> int:
 
 def _workspace(A: CartesianMRI, dtype: torch.dtype, device: torch.device) -> Tensor:
     """One chunk's coil images (``chunks`` of operators/workspace.py), allocated once per call."""
-    s, c = next(chunks(*A.oshape[:2], _plane_bytes(A, dtype)))
+    s, c = next(chunks(*A.oshape[:2], _plane_bytes(A, dtype), chunk_budget(torch.device(device))))
     return torch.empty((s.stop - s.start, c.stop - c.start, *A.ishape[2:]), dtype=dtype, device=device)
 
 
@@ -221,7 +221,7 @@ class CartesianMRI(SubsampledOperator):
             return torch.conj_physical(conj_images)
         out = empty_output(self.ishape, _result_dtype(x, maps), x.device)
         ws = _workspace(self, out.dtype, x.device)
-        for s, c in chunks(*self.oshape[:2], _plane_bytes(self, out.dtype)):
+        for s, c in chunks(*self.oshape[:2], _plane_bytes(self, out.dtype), chunk_budget(out.device)):
             coil_images = _coil_images(maps, x, s, c, ws)
             kspace = torch.fft.fftn(coil_images, dim=dims, norm="ortho")
             conj_images = torch.fft.fftn(_conj_times(kspace, weights[s], out=kspace), dim=dims, norm="ortho")
@@ -235,7 +235,7 @@ class CartesianMRI(SubsampledOperator):
         x = x * board
         weights = self.observed * signed_board
         ws = _workspace(self, y.dtype, x.device)
-        for s, c in chunks(*self.oshape[:2], _plane_bytes(self, y.dtype)):
+        for s, c in chunks(*self.oshape[:2], _plane_bytes(self, y.dtype), chunk_budget(y.device)):
             coil_images = _coil_images(maps, x, s, c, ws)
             torch.mul(torch.fft.fft2(coil_images, norm="ortho"), weights[s], out=y[s, c])
         return y
@@ -245,7 +245,7 @@ class CartesianMRI(SubsampledOperator):
         out = empty_output(self.ishape, _result_dtype(y, maps), y.device)
         weights = self.observed * board
         ws = _workspace(self, out.dtype, y.device)
-        for s, c in chunks(*self.oshape[:2], _plane_bytes(self, out.dtype)):
+        for s, c in chunks(*self.oshape[:2], _plane_bytes(self, out.dtype), chunk_budget(out.device)):
             masked = _conj_times(y[s, c], weights[s], out=_part(ws, s, c))
             _accumulate(out, torch.fft.fft2(masked, norm="ortho"), maps, s, c)
         return _conj_times(out, signed_board, out=out)

@@ -31,7 +31,7 @@ import torch
 from torch import Tensor
 
 from ambient_science.linop import SubsampledOperator
-from ambient_science.operators.workspace import chunks, needs_graph
+from ambient_science.operators.workspace import chunk_budget, chunks, needs_graph
 
 __all__ = [
     "METHODS",
@@ -113,6 +113,10 @@ def density_weights(
 
 #: bytes of one chunk's (2K, N) tables in the no-gradient DFT (a few samples of 64² at ~1000 visibilities)
 _DFT_CHUNK_BYTES = 2 * 2**20
+
+
+def _dft_budget(device: torch.device) -> int:
+    return _DFT_CHUNK_BYTES if device.type == "cpu" else chunk_budget(device)
 
 
 def _full_precision(device: torch.device):
@@ -313,7 +317,7 @@ class Interferometer(SubsampledOperator):
         out = torch.empty(B, K, dtype=x.dtype.to_complex(), device=x.device)
         re_im = torch.view_as_real(out)
         t = prod = None
-        for s, _ in chunks(B, 1, 2 * K * self.npix * x.element_size(), _DFT_CHUNK_BYTES):
+        for s, _ in chunks(B, 1, 2 * K * self.npix * x.element_size(), _dft_budget(x.device)):
             n = s.stop - s.start
             if t is None or t.shape[0] != n:
                 t = torch.empty(n, 2 * K, self.npix, dtype=x.dtype, device=x.device)
@@ -339,7 +343,7 @@ class Interferometer(SubsampledOperator):
             return torch.bmm(e_v.transpose(1, 2), r)  # Re(conj(e_v)^T r) = cos_v^T r_re + sin_v^T r_im
         out = torch.empty(B, self.npix, self.npix, dtype=real_dtype, device=w.device)
         r = None
-        for s, _ in chunks(B, 1, 2 * K * self.npix * out.element_size(), _DFT_CHUNK_BYTES):
+        for s, _ in chunks(B, 1, 2 * K * self.npix * out.element_size(), _dft_budget(w.device)):
             if r is None or r.shape[0] != s.stop - s.start:
                 r = torch.empty(s.stop - s.start, 2 * K, self.npix, dtype=real_dtype, device=w.device)
             torch.mul(cu[s], w_re[s], out=r[:, :K]).addcmul_(su[s], w_im[s])

@@ -21,7 +21,7 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch import Tensor
 
-__all__ = ["CHUNK_BYTES", "chunks", "empty_output", "needs_graph"]
+__all__ = ["CHUNK_BYTES", "chunk_budget", "chunks", "empty_output", "needs_graph"]
 
 #: largest temporary (bytes) of one chunk; one 320² sample with 8 coils (6.5 MiB) fits
 CHUNK_BYTES = 8 * 2**20
@@ -35,6 +35,12 @@ _madvise = None
 def needs_graph(*tensors: Tensor | None) -> bool:
     """Whether autograd records an operation on ``tensors``: the fast paths (``out=``, in-place) are then avoided."""
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
+def chunk_budget(device: torch.device) -> int:
+    """Bytes per chunk on ``device``: :data:`CHUNK_BYTES` on a CPU; unbounded elsewhere (a GPU's caching allocator
+    reuses its blocks, and one large kernel beats many small ones)."""
+    return CHUNK_BYTES if device.type == "cpu" else sys.maxsize
 
 
 def chunks(batch: int, parts: int, part_bytes: int, budget: int | None = None) -> Iterator[tuple[slice, slice]]:
