@@ -28,6 +28,7 @@ __all__ = [
     "compare",
     "ensure_thread_env",
     "importable",
+    "interpreter_label",
     "machine_info",
     "quartiles",
     "sync",
@@ -235,7 +236,7 @@ def machine_info() -> dict:
         "load_average": [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else None,
         "platform": platform.platform(),
         "python": sys.version.split()[0],
-        "interpreter": sys.executable,
+        "interpreter": interpreter_label(),
         "torch": torch.__version__,
         "numpy": np.__version__,
         "torch_threads": torch.get_num_threads(),
@@ -249,6 +250,19 @@ def machine_info() -> dict:
         with open("/proc/meminfo") as f:
             info["memory_gib"] = round(float(f.readline().split()[1]) / 2**20, 1)
     return info
+
+
+def interpreter_label() -> str:
+    """The interpreter without a machine-specific path: ``python`` when it is the one on PATH, else its file name
+    and whether it is a virtual environment (e.g. ``python3.11 (virtual environment)``)."""
+    import shutil
+    from pathlib import Path
+
+    on_path = shutil.which("python")
+    if on_path and Path(on_path).resolve() == Path(sys.executable).resolve():
+        return "python"
+    name = Path(sys.executable).name or "python"
+    return f"{name} (virtual environment)" if sys.prefix != sys.base_prefix else name
 
 
 def importable(module: str) -> bool:

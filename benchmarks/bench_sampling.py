@@ -11,6 +11,7 @@ Run (CPU, the defaults are sized for a laptop-class CPU):
     python benchmarks/bench_sampling.py --size 64 --batch 4 --threads 1
     python benchmarks/bench_sampling.py --family mri --coils 8
     python benchmarks/bench_sampling.py --device cuda --size 256 --batch 8     # on a GPU
+    python benchmarks/bench_sampling.py --closure 2      # the black-hole example's DAPS / A-DPS, 2 observations
 
 Timings are interleaved: each repeat times one forward, one forward + backward and the sampler run back
 to back, and the table reports medians over ``--repeats`` of the per-repeat ratios, so a shared, busy
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -37,7 +39,7 @@ from ambient_science.sampling.prior import Prior
 from ambient_science.sampling.samplers import initial_noise, one_step, sample_euler, sample_heun, sigma_like
 from ambient_science.schedules import edm_sigmas
 
-__all__ = ["ROW_SETS", "adps_seconds_per_slice", "run"]
+__all__ = ["ROW_SETS", "adps_seconds_per_slice", "closure_reconstruction", "run"]
 
 #: which sampler rows a run times: "all" (the CLI default) or the A-DPS / DAPS rows of the report
 ROW_SETS = ("all", "report")
@@ -201,6 +203,63 @@ def adps_seconds_per_slice(
     }
 
 
+def closure_reconstruction(
+    *, methods: tuple[str, ...] = ("daps", "dps"), observations: int = 2, rounds: int = 2, seed: int = 11
+) -> dict[str, Any]:
+    """Wall time of the black-hole example's reconstruction (shipped prior ``black-hole-eht2017-32``, held-out
+    observations, the example's DAPS / A-DPS settings), and the same run with the interferometer's DFT tables
+    recomputed at every call (as before they were cached, issue #21): interleaved rounds, equal seeds.
+
+    Returns per method: seconds per observation (median over rounds) with and without the cache, the paired
+    ratio, the mean closure-phase χ² of the samples and whether both runs gave identical estimates.
+    """
+    from ambient_science import pretrained
+    from ambient_science.operators.visibilities import Interferometer
+    from ambient_science.pipelines.eht import closure_observation, held_out_observations
+    from ambient_science.pipelines.eht_reconstruct import reconstruct_closure
+    from ambient_science.pipelines.eht_setup import DAPS, DPS, Setup
+
+    prior = pretrained.load("black-hole-eht2017-32")
+    setup = Setup()
+    cases = held_out_observations(observations, setup.npix, setup.fov_uas, seed=0)
+    obs, flux = [c.obs for c in cases], [c.total_flux for c in cases]
+    closures = [closure_observation(o) for o in obs]
+    cached = Interferometer._exponentials
+
+    def uncached(self, dtype):
+        return self._compute_exponentials(dtype)
+
+    out = {}
+    for method in methods:
+        cfg, S = (DAPS, setup.num_samples) if method == "daps" else (DPS, setup.dps_samples)
+        times: dict[str, list[float]] = {"cached": [], "uncached": []}
+        posts = {}
+        for r in range(rounds):
+            for mode in ("uncached", "cached") if r % 2 == 0 else ("cached", "uncached"):
+                Interferometer._exponentials = cached if mode == "cached" else uncached
+                try:
+                    g = torch.Generator().manual_seed(seed)
+                    t = time.perf_counter()
+                    posts[mode] = reconstruct_closure(
+                        prior, obs, flux, num_samples=S, generator=g, settings=cfg, closures=closures, progress=False
+                    )
+                    times[mode].append((time.perf_counter() - t) / observations)
+                finally:
+                    Interferometer._exponentials = cached
+        q1, med, q3 = quartiles([u / c for u, c in zip(times["uncached"], times["cached"])])
+        out[method] = {
+            "samples": S,
+            "levels": cfg.levels,
+            "s_per_obs": statistics.median(times["cached"]),
+            "s_per_obs_uncached": statistics.median(times["uncached"]),
+            "speedup": med,
+            "speedup_iqr": [q1, q3],
+            "chi2_cphase": float(posts["cached"].chi2_cphase.mean()),
+            "identical": bool(torch.equal(posts["cached"].estimate, posts["uncached"].estimate)),
+        }
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--family", default="pixel", choices=FAMILIES)
@@ -213,8 +272,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1, help="torch, OpenMP and BLAS threads")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--closure", type=int, default=0, metavar="N",
+        help="instead: time the black-hole example's DAPS and A-DPS on N held-out observations (shipped prior)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.closure:
+        for method, row in closure_reconstruction(observations=args.closure).items():
+            print(f"{method}: {row['s_per_obs']:.1f} s per observation ({row['samples']} samples, {row['levels']} "
+                  f"levels); with the DFT tables recomputed at every call {row['s_per_obs_uncached']:.1f} s "
+                  f"({row['speedup']:.2f}x, IQR {row['speedup_iqr'][0]:.2f}-{row['speedup_iqr'][1]:.2f}); "
+                  f"closure-phase chi2 {row['chi2_cphase']:.2f}; identical estimates: {row['identical']}")  # fmt: skip
+        return
     r = run(
         family=args.family, size=args.size, batch=args.batch, channels=args.channels, coils=args.coils,
         steps=args.steps, langevin=args.langevin, repeats=args.repeats, device=args.device,

@@ -229,12 +229,11 @@ def gpu_section(s: dict[str, Any], device: str | None) -> dict[str, Any]:
 
 # -- report -------------------------------------------------------------------------------------------------
 def _python() -> str:
-    """``python`` when it is the interpreter on PATH, else the interpreter's path."""
-    import shutil
+    """The interpreter of the report's command: ``python`` or its file name (e.g. ``python3.11``), never a
+    machine-specific path; the machine table says when it is a virtual environment (``_timing.interpreter_label``)."""
+    from _timing import interpreter_label
 
-    on_path = shutil.which("python")
-    same = on_path and Path(on_path).resolve() == Path(sys.executable).resolve()
-    return "python" if same else sys.executable
+    return interpreter_label().split(" (")[0]
 
 
 def _rel(p: Path) -> str:
