@@ -107,6 +107,21 @@ def train_to(prior: str, files: dict[str, Path], run_dir: Path, images: int, arg
     return result.checkpoint, result.images_seen, result.stopped
 
 
+def train_seconds(run_dir: Path, images: int) -> float:
+    """Training wall-clock of ``run_dir`` up to ``images`` images, from its ``metrics.jsonl`` (each line's
+    ``sec_per_step`` times the steps since the previous line), plus the EM E-steps' seconds: the cost of a point
+    whatever the number of restarts."""
+    total, last_step = 0.0, 0
+    path = run_dir / "metrics.jsonl"
+    lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    for m in sorted(lines, key=lambda m: m["step"]):
+        if m["images"] > images:
+            break
+        total += m.get("sec_per_step", 0.0) * (m["step"] - last_step)
+        last_step = m["step"]
+    return round(total + em_compute(run_dir)["e_step_seconds"], 1)
+
+
 # -- evaluation -------------------------------------------------------------------------------------------
 def background_hf(estimate: torch.Tensor, truth: torch.Tensor) -> float:
     """Mean high-frequency energy of the residual ``|estimate| − truth`` over the background, relative to the
@@ -246,15 +261,12 @@ def main(argv=None) -> None:
                 if not todo:
                     continue
                 run_dir = out / family / name
-                t0 = time.perf_counter()
                 print(f"[{time.strftime('%H:%M:%S')}] {family} {name}: training to {images} images", flush=True)
                 ckpt, seen, stopped = train_to(prior, files, run_dir, images, args)
                 if stopped:
                     print(f"stopped at {seen} images ({stopped}); run the same command again to continue", flush=True)
                     return
-                earlier = [q.get("train_seconds", 0) for q in results["points"]
-                           if q["family"] == family and q["prior"] == name and q["images"] < images]  # fmt: skip
-                seconds = round(time.perf_counter() - t0 + max(earlier, default=0), 1)  # cumulative
+                seconds = train_seconds(run_dir, images)
                 for R in todo:
                     print(f"[{time.strftime('%H:%M:%S')}] evaluating {family} {name} at {seen} images, R = {R}",
                           flush=True)  # fmt: skip
