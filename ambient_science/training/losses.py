@@ -49,17 +49,22 @@ class LossConfig:
 
     ``kind``: ``"ambient"`` (ignores ``σ_n``), ``"noisy_ambient"`` (uses the data's ``σ_n``), or
     ``"auto"`` (= ``"noisy_ambient"``, which is the ambient loss exactly wherever ``σ_n = 0``).
+    ``tilde_draws``: ``K`` independent draws of ``(Ã, σ, ε)`` per measurement per step, the loss averaged over
+    them (issue #19; K times the network calls of a step; 1, the default, is the plain loss, draws included).
     """
 
     kind: str = "auto"
     p_mean: float = -1.2
     p_std: float = 1.2
+    tilde_draws: int = 1
 
     def __post_init__(self):
         if self.kind not in ("auto", "ambient", "noisy_ambient"):
             raise ValueError(f"loss kind must be 'auto', 'ambient' or 'noisy_ambient', got {self.kind!r}")
         if self.p_std <= 0:
             raise ValueError(f"p_std must be positive, got {self.p_std}")
+        if not isinstance(self.tilde_draws, int) or isinstance(self.tilde_draws, bool) or self.tilde_draws < 1:
+            raise ValueError(f"loss.tilde_draws must be an integer >= 1, got {self.tilde_draws!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return dict(vars(self))
@@ -142,11 +147,26 @@ class AmbientLoss:
     Shape: ``y`` like ``A.oshape``; returns ``(B,)`` float32.
     """
 
-    def __init__(self, family: OperatorFamily, *, sigma_data: float = 0.5, p_mean: float = -1.2, p_std: float = 1.2):
+    def __init__(
+        self,
+        family: OperatorFamily,
+        *,
+        sigma_data: float = 0.5,
+        p_mean: float = -1.2,
+        p_std: float = 1.2,
+        tilde_draws: int = 1,
+    ):
         self.family = family
         self.sigma_data = float(sigma_data)
         self.p_mean = float(p_mean)
         self.p_std = float(p_std)
+        self.tilde_draws = int(tilde_draws)
+
+    def _repeated(self, y: Tensor, A: SubsampledOperator, *extra: Tensor) -> tuple:
+        """``K = tilde_draws`` copies of the batch, stacked: sample ``b``'s copy ``k`` at ``k·B + b``."""
+        K = self.tilde_draws
+        params = {k: torch.cat([v] * K) for k, v in A.params().items()}
+        return (torch.cat([y] * K), self.family.make(params), *(torch.cat([e] * K) for e in extra))
 
     def draw(
         self, A: SubsampledOperator, *, generator: torch.Generator, sigma_min: Tensor | None = None
@@ -172,6 +192,12 @@ class AmbientLoss:
         noise: Tensor | None = None,
     ) -> Tensor:
         """Per-sample loss; ``A_tilde``, ``sigma``, ``noise`` override the random draws (all three or none)."""
+        if self.tilde_draws > 1 and A_tilde is None and sigma is None and noise is None:
+            y_k, A_k = self._repeated(y, A)
+            return self._one(net, y_k, A_k, generator, None, None, None).reshape(self.tilde_draws, -1).mean(0)
+        return self._one(net, y, A, generator, A_tilde, sigma, noise)
+
+    def _one(self, net, y, A, generator, A_tilde, sigma, noise) -> Tensor:
         A_tilde, sigma, eps = self._draws(A, generator, A_tilde, sigma, noise, sigma_min=None)
         # Ã x_σ = M̃ ⊙ G(x + σ ε) = B y + σ Ã ε, since M̃ ≤ M (docs/design.md §5)
         y_tilde = _observed(A_tilde, y) * y + _sigma_like(sigma, y) * A_tilde(eps)
@@ -231,6 +257,13 @@ class NoisyAmbientLoss(AmbientLoss):
         noise: Tensor | None = None,
     ) -> Tensor:
         sigma_n = torch.broadcast_to(torch.as_tensor(sigma_n, dtype=torch.float32, device=y.device), (y.shape[0],))
+        if self.tilde_draws > 1 and A_tilde is None and sigma is None and noise is None:
+            y_k, A_k, s_k = self._repeated(y, A, sigma_n)
+            per = self._one_noisy(net, y_k, A_k, s_k, generator, None, None, None)
+            return per.reshape(self.tilde_draws, -1).mean(0)
+        return self._one_noisy(net, y, A, sigma_n, generator, A_tilde, sigma, noise)
+
+    def _one_noisy(self, net, y, A, sigma_n, generator, A_tilde, sigma, noise) -> Tensor:
         A_tilde, sigma, eps = self._draws(A, generator, A_tilde, sigma, noise, sigma_min=sigma_n)
         if bool((sigma < sigma_n).any()):
             raise ValueError("NoisyAmbientLoss needs sigma >= sigma_n for every sample")
@@ -286,7 +319,7 @@ class EDMLoss:
 def build_loss(config: LossConfig, family: OperatorFamily, sigma_data: float) -> AmbientLoss:
     """The loss named by ``config.kind`` (``"auto"``, ``"noisy_ambient"`` -> :class:`NoisyAmbientLoss`)."""
     cls = AmbientLoss if config.kind == "ambient" else NoisyAmbientLoss
-    return cls(family, sigma_data=sigma_data, p_mean=config.p_mean, p_std=config.p_std)
+    return cls(family, sigma_data=sigma_data, p_mean=config.p_mean, p_std=config.p_std, tilde_draws=config.tilde_draws)
 
 
 def _sigma_like(sigma: Tensor, like: Tensor) -> Tensor:
