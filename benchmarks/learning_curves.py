@@ -89,7 +89,7 @@ def run_config(prior: str, data: Path, run_dir: Path, images: int, args) -> RunC
         data=DataConfig(path=str(data)),
         family={"drop_fraction": 0.0} if prior == "clean" else {"drop_fraction": args.drop_fraction},
         network=dict(NETWORK),
-        loss=LossConfig(kind="auto"),
+        loss=LossConfig(kind="auto", **args.loss),
         train=TrainConfig(
             out_dir=str(run_dir), images=images, batch_size=BATCH, lr=LR, warmup_images=WARMUP,
             ema_halflife_images=EMA_HALFLIFE, checkpoint_every=max(2_000 // BATCH, 1), keep_checkpoints=2,
@@ -230,14 +230,19 @@ def main(argv=None) -> None:
     p.add_argument("--test-slices", type=int, default=PRESET.test_slices, help="middle slices per test volume")
     p.add_argument("--dps-samples", type=int, default=PRESET.dps_samples)
     p.add_argument("--dps-steps", type=int, default=PRESET.dps_steps)
-    p.add_argument("--inference-operator", default="full", help="A-DPS's Ã_inf (ambient / em priors)")
+    p.add_argument(
+        "--inference-operator",
+        default="full",
+        help="A-DPS's Ã_inf of the ambient priors (clean: full; em: the identity)",
+    )
     p.add_argument("--drop-fraction", type=float, default=0.2, help="further corruption of the ambient loss")
     p.add_argument("--tag", default="", help="suffix of the run directory and label (a variant of a prior)")
     p.add_argument("--em", default="{}", help="EMConfig fields as JSON (prior em)")
+    p.add_argument("--loss", default="{}", help="LossConfig fields as JSON, e.g. '{\"tilde_draws\": 4}' (with --tag)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-minutes-per-run", type=float, default=0.0, help="stop a training run cleanly after this")
     args = p.parse_args(argv)
-    args.em = json.loads(args.em)
+    args.em, args.loss = json.loads(args.em), json.loads(args.loss)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
