@@ -44,9 +44,11 @@ import torch
 from torch import Tensor
 
 from ambient_science.linop import SubsampledOperator
+from ambient_science.noise import randn_like
 from ambient_science.registry import family_from_config
 from ambient_science.sampling.likelihoods import GaussianLikelihood
 from ambient_science.sampling.posterior import PosteriorSummary, summarize
+from ambient_science.sampling.samplers import one_step
 
 if TYPE_CHECKING:
     from ambient_science.sampling.prior import Prior
@@ -170,9 +172,6 @@ def check_fit(
         A :class:`FitReport`. Cost: ``len(levels) · repeats + repeats`` network calls of the batch
         (``num_draws`` each for the last ``repeats``), no gradients.
     """
-    from ambient_science.noise import randn_like
-    from ambient_science.sampling.samplers import one_step
-
     settings = fit_settings(prior)
     levels = tuple(float(s) for s in (settings["levels"] if levels is None else levels))
     fraction = float(settings["fraction"] if fraction is None else fraction)
