@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -162,6 +163,7 @@ def run(args: argparse.Namespace) -> int:
     truth = _read_truth(args.truth, indices) if args.truth else None  # checked before any output is written
     generator = torch.Generator().manual_seed(args.seed)
     means, stds, zero_filled, fits = [], [], [], []
+    warnings.filterwarnings("ignore", message="the prior does not fit")  # one summary line below instead
     loader = DataLoader(Subset(data, indices), batch_size=args.batch_size)
     for batch in loader:
         A = data.family.make({k: v.to(device) for k, v in batch["params"].items()})

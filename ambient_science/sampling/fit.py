@@ -213,7 +213,7 @@ def check_fit(
     limit = _threshold_for(threshold, A.acceleration().detach().cpu().float())
     fires = score > limit if limit is not None else torch.zeros(B, dtype=torch.bool)
     used = {"levels": list(levels), "repeats": repeats, "fraction": fraction, "num_draws": num_draws}
-    shown = None if limit is None else float(limit.max())
+    shown = None if limit is None else round(float(limit.max()), 4)
     return FitReport(score=score, threshold=shown, fires=fires, shrink=shrink, settings=used)
 
 
