@@ -198,6 +198,7 @@ def test_reconstruct_safe_mode_warns_and_replaces_only_the_images_that_fire():
     assert torch.equal(fb.mean[1], marker[1]) and torch.equal(fb.mean[0], off.mean[0])
 
 
+@pytest.mark.slow
 def test_total_variation_baseline_beats_zero_filling_on_a_piecewise_constant_image():
     from ambient_science.operators.mri_recon import total_variation
 
