@@ -228,11 +228,9 @@ def _fallback(prior, A, kind: str):
     if kind != "l1" or prior.family.name != "cartesian_mri":
         return None
     from ambient_science.operators.mri_recon import l1_wavelet
+    from ambient_science.pipelines.mri_eval import l1_fallback
 
-    lams = {float(k): float(v) for k, v in prior.config.get("fit", {}).get("fallback_l1_lam", {}).items()}
-    R = float(A.acceleration().mean())
-    lam = lams[min(lams, key=lambda k: abs(k - R))] if lams else 3e-4
-    return lambda likelihood: l1_wavelet(likelihood.A, likelihood.y, lam=lam)
+    return l1_fallback(prior, A) or (lambda likelihood: l1_wavelet(likelihood.A, likelihood.y, lam=3e-4))
 
 
 def _fit_summary(fits: list, indices: list[int]) -> dict[str, Any] | None:

@@ -12,7 +12,9 @@ Methods, per acceleration (one :func:`evaluate` call per test file):
 * per prior labelled ``<prefix>[<suffix>]`` (``ambient``, ``clean``, either with ``_this_run``): the one-step
   estimate ``<prefix>_one_step<suffix>`` (mean of ``one_step_draws`` draws of ``Ã_inf``) and the A-DPS
   posterior mean ``<prefix>_dps<suffix>`` with its per-pixel std ``<prefix>_dps_std<suffix>`` (an image, no
-  metric). Every prior gets the same random draws (one generator seeded with ``seed``).
+  metric). Every prior gets the same random draws (one generator seeded with ``seed``). The fit test of
+  :mod:`ambient_science.sampling.fit` runs with A-DPS: ``fit_fired_fraction`` and ``fit_score_max`` in its
+  metrics; slices that fire get the safe reconstruction (L1-wavelet at the λ of the prior's card).
 
 Metrics (:func:`volume_metrics`): PSNR, SSIM and NMSE of the magnitude (root-sum-of-squares over channels)
 per held-out volume, averaged over volumes, rounded to 4 decimals.
@@ -41,6 +43,7 @@ __all__ = [
     "evaluate",
     "format_table",
     "held_out_batch",
+    "l1_fallback",
     "save_figure",
     "targets_path",
     "volume_metrics",
@@ -134,6 +137,7 @@ def evaluate(
         estimates = {lam: solver(A, y, lam=lam) for lam in lams}
         best[name] = max(estimates, key=lambda lam: volume_metrics(truth, estimates[lam], volume)["psnr"])
         images[name] = estimates[best[name]]
+    fits = {}
     for label, prior in priors.items():
         prefix = label.removesuffix("_this_run")
         suffix = label[len(prefix) :]
@@ -143,14 +147,31 @@ def evaluate(
         post = reconstruct(
             prior, lik, method="dps", generator=generator, num_samples=dps_samples, steps=dps_steps,
             inference_operator=inference_operator, data_consistency="cg", progress=progress,
+            fallback=l1_fallback(prior, A),
         )  # fmt: skip
         images[f"{prefix}_dps{suffix}"], images[f"{prefix}_dps_std{suffix}"] = post.mean, post.std
+        if post.fit is not None:
+            fits[f"{prefix}_dps{suffix}"] = post.fit
     metrics = {k: volume_metrics(truth, v, volume) for k, v in images.items() if k != "truth" and "_std" not in k}
+    for name, fit in fits.items():  # the fit test (sampling.fit): the safe mode replaced the slices that fired
+        metrics[name]["fit_fired_fraction"] = round(float(fit.fires.float().mean()), 4)
+        metrics[name]["fit_score_max"] = round(float(fit.score.max()), 4)
     for name, lam in best.items():
         lams = sorted(l1_lams if name == "l1_wavelet" else tv_lams)
         metrics[name]["lam"] = lam
         metrics[name]["lam_interior"] = len(lams) > 2 and lams[0] < lam < lams[-1]
     return metrics, images
+
+
+def l1_fallback(prior: Prior, A: LinearOperator):
+    """The safe mode's fallback for slices where the prior does not fit: L1-wavelet at the λ its card records
+    (tuned on validation volumes, ``benchmarks/mri_ood.py --calibrate``), else ``None`` (the shrink)."""
+    lams = {float(k): float(v) for k, v in prior.config.get("fit", {}).get("fallback_l1_lam", {}).items()}
+    if not lams:
+        return None
+    R = float(A.acceleration().mean())
+    lam = lams[min(lams, key=lambda k: abs(k - R))]
+    return lambda likelihood: l1_wavelet(likelihood.A, likelihood.y, lam=lam)
 
 
 def save_figure(
