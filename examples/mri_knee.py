@@ -5,7 +5,9 @@ columns, 8 % fully sampled centre) and turned into a measurement file that holds
 undersampled k-space; an ambient diffusion prior is trained on it (it never sees a fully sampled
 image); held-out slices are then reconstructed at R = 4 and R = 8 with the prior (A-DPS posterior mean
 of several samples with its per-pixel std, and the one-step estimate) and compared with zero-filling
-and L1-wavelet compressed sensing (and CG-SENSE for multi-coil data), with fastMRI's metrics.
+and L1-wavelet compressed sensing and total variation (sigpy; each with its λ picked from a wide grid, with
+``lam_interior`` saying whether the best λ lies inside it), and CG-SENSE for multi-coil data, with fastMRI's
+metrics. A-DPS also runs the prior's fit test (``fit_fired_fraction``; ambient_science.sampling.fit).
 
 Two priors by default, both trained from R = 4 undersampled k-space only:
 
