@@ -63,13 +63,13 @@ __all__ = [
     "shrink_to_data",
 ]
 
-#: the held-out test's settings when the prior records none (its threshold then is unknown: nothing fires)
+#: the fit test's settings when the prior records none (its threshold then is unknown: nothing fires)
 DEFAULT_FIT: dict[str, Any] = {"levels": [0.5, 1.0], "repeats": 2, "fraction": 0.3, "num_draws": 4, "threshold": None}
 
 
 @dataclass
 class FitReport:
-    """Per image: the held-out error, whether it exceeds the threshold, and the shrink weight.
+    """Per image: the fit score, whether it exceeds the threshold, and the shrink weight (module docs).
 
     Shape: ``score``, ``fires``, ``shrink`` are ``(B,)``.
     """
@@ -106,7 +106,7 @@ class FitReport:
 
 
 def fit_settings(prior: Prior) -> dict[str, Any]:
-    """The held-out test's settings for ``prior``: ``prior.json``'s ``"fit"`` entry over :data:`DEFAULT_FIT`.
+    """The fit test's settings for ``prior``: ``prior.json``'s ``"fit"`` entry over :data:`DEFAULT_FIT`.
 
     A ``"threshold"`` may be a number or a mapping from acceleration (as a string) to a number;
     :func:`check_fit` then takes the entry of the nearest acceleration of each image.
@@ -210,7 +210,8 @@ def check_fit(
             cross += (held * (p.conj() * y).real).reshape(B, -1).sum(dim=1)
             power += (held * p.abs() ** 2).reshape(B, -1).sum(dim=1)
     shrink = (cross / power.clamp_min(tiny)).clamp(0.0, 1.0).cpu()
-    limit = _threshold_for(threshold, A.acceleration().detach().cpu().float())
+    acceleration = observed.reshape(B, -1).shape[1] / observed.reshape(B, -1).sum(dim=1).clamp_min(1)
+    limit = _threshold_for(threshold, acceleration.detach().cpu().float())
     fires = score > limit if limit is not None else torch.zeros(B, dtype=torch.bool)
     used = {"levels": list(levels), "repeats": repeats, "fraction": fraction, "num_draws": num_draws}
     shown = None if limit is None else round(float(limit.max()), 4)
