@@ -88,7 +88,8 @@ def calibrate(out: Path, accelerations, write_card: bool) -> dict:
         lik, truth, volume = batch(out, "knee_val", R)
         psnr = {lam: sum(per_volume_psnr(truth, l1_wavelet(lik.A, lik.y, lam=lam), volume)) for lam in L1_LAMS}
         lams[str(R)] = max(psnr, key=psnr.get)
-        print(f"R = {R}: L1-wavelet validation PSNR by λ {({k: round(v / 8, 2) for k, v in psnr.items()})}", flush=True)
+        curve = {k: round(v / SETS["knee_val"][2], 2) for k, v in psnr.items()}
+        print(f"R = {R}: L1-wavelet validation PSNR by λ {curve}", flush=True)
     result["l1_lam"] = lams
     if write_card:
         for key, name in PRIORS.items():
