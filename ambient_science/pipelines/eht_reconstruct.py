@@ -233,6 +233,8 @@ def reconstruct_closure(
     best = torch.where(fits, chi2["cphase"], chi2["cphase"] + 1e6).argmin(0)  # (T,)
     if cfg.align and S > 1:
         images = _align(images, best)
+        if cfg.rescale_flux:  # a shift moves some flux out of the field (never wrapped around): restore the total
+            images = images * source_flux.view(1, T, 1, 1, 1) / images.sum((-1, -2, -3), keepdim=True).clamp_min(1e-12)
     bound = torch.maximum(cfg.keep_factor * chi2["cphase"].min(0).values, torch.tensor(cfg.keep_chi2))
     old_rule = chi2["cphase"] <= bound
     keep = torch.where(fits.any(0, keepdim=True), fits, old_rule)
