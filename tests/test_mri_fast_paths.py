@@ -62,6 +62,7 @@ def test_no_grad_path_keeps_complex128():
         assert out.dtype == torch.complex128
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mask_2d", [False, True])
 def test_gradients_through_forward_adjoint_normal(mask_2d):
     A, _, _ = _operator(2, 6, 8, 2, mask_2d)
