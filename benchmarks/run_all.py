@@ -1,4 +1,4 @@
-"""Run every benchmark and write ``RESULTS.md`` and ``results.json`` (one command, DESIGN.md §8, issue #10).
+"""Run every benchmark and write ``RESULTS.md`` and ``results.json`` (one command, docs/design.md §8, issue #10).
 
 Sections: SENSE vs sigpy; visibilities vs ehtim and torchkbnufft; closure quantities and χ² vs ehtim;
 ambient vs EDM training step; sampler steps vs one network forward; the quality tables of the examples

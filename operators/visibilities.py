@@ -2,7 +2,7 @@
 
 (The family of random EHT-like coverages is in ``interferometry.py``, which re-exports these names.)
 
-Measurement model (DESIGN.md §4, ehtim's convention, checked numerically against ehtim):
+Measurement model (docs/design.md §4, ehtim's convention, checked numerically against ehtim):
 
     V_k = P(u_k, v_k) Σ_j I_j exp(+2πi (u_k x_j + v_k y_j)),   P(u, v) = sinc²(u ψ) sinc²(v ψ)
 
