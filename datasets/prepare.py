@@ -1,6 +1,6 @@
 """``prepare``: raw fastMRI volumes -> a measurement file that holds only undersampled k-space.
 
-For each slice (DESIGN.md §7):
+For each slice (docs/design.md §7):
 
 1. grid: coil images ``ifft2c(kspace)`` centre-cropped to the recon size (320 × 320 for fastMRI knees),
    optionally downsampled to ``resolution`` by keeping the centre of their k-space (the lower-resolution

@@ -1,4 +1,4 @@
-"""Packaging: every module ships in the wheel under the one ``ambient_science`` namespace (DESIGN.md §2)."""
+"""Packaging: every module ships in the wheel under the one ``ambient_science`` namespace (docs/design.md §2)."""
 
 import subprocess
 import sys

@@ -1,4 +1,4 @@
-"""The prior: a network called through fixed inference operators ``Ã_inf`` (DESIGN.md §6), end to end.
+"""The prior: a network called through fixed inference operators ``Ã_inf`` (docs/design.md §6), end to end.
 
 The network is the exact ambient denoiser of Gaussian data (tests/analytic_gaussian.py), so every
 output of the prior path can be checked against an independent closed form.
