@@ -146,6 +146,10 @@ def run(args: argparse.Namespace) -> dict:
                     }
                 cases.append(row)
             print(f"{split} / {name}: {len(meta)} observations ({time.perf_counter() - t0:.0f} s)", flush=True)
+            if args.out is not None:  # partial results after every (family, track): a long run stopped keeps them
+                args.out.mkdir(parents=True, exist_ok=True)
+                partial = {"partial": True, "cases": cases, "summary": summarise(cases)}
+                (args.out / "results.json").write_text(json.dumps(partial, indent=2) + "\n")
     return {"prior": str(args.prior), "grid": {"npix": N, "fov_uas": fov}, "num_samples": args.num_samples,
             "seeds": args.seeds, "images": args.images, "cases": cases, "summary": summarise(cases),
             "seconds": round(time.perf_counter() - t0, 1)}  # fmt: skip
