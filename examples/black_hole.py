@@ -37,13 +37,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 from pathlib import Path
 
-# Idle OpenMP threads sleep instead of spinning: on a shared or busy CPU, spinning threads made training
-# several times slower here. Set before torch loads; an explicit OMP_WAIT_POLICY in the environment wins.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+from ambient_science.threads import configure_threads, prefer_passive_wait
+
+# Idle OpenMP threads sleep instead of spinning (set before torch loads; see ambient_science/threads.py)
+prefer_passive_wait()
 
 from ambient_science.pipelines.eht import held_out_observations
 from ambient_science.pipelines.eht_eval import evaluate_synthetic, image_uvfits, plot_synthetic, print_table
@@ -74,6 +74,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
+    configure_threads()  # one intra-op thread per free core (AMBIENT_SCIENCE_THREADS / OMP_NUM_THREADS win)
     setup = resolve_setup(
         quick=args.quick,
         train_steps=args.train_steps,

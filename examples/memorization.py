@@ -54,6 +54,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from ambient_science.threads import configure_threads, prefer_passive_wait
+
+prefer_passive_wait()  # idle OpenMP threads sleep (before torch loads; see ambient_science/threads.py)
+
 from ambient_science.pipelines.memorization import QUICK, MemorizationConfig, format_table, run
 
 
@@ -81,6 +85,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[MemorizationConfig, s
 
 def main(argv: Sequence[str] | None = None) -> int:
     cfg, out = parse_args(argv)
+    configure_threads()  # one intra-op thread per free core (AMBIENT_SCIENCE_THREADS / OMP_NUM_THREADS win)
     metrics = run(cfg, out)
     print("\n" + format_table(metrics))
     print(f"wrote {Path(out) / 'metrics.json'} and figures ({metrics['wall_seconds']:.0f} s)")

@@ -59,6 +59,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ambient_science.threads import configure_threads, prefer_passive_wait
+
+prefer_passive_wait()  # idle OpenMP threads sleep (before torch loads; see ambient_science/threads.py)
+
 from ambient_science.pipelines.mri import PRESETS, KneeRun, run
 from ambient_science.pipelines.mri_eval import format_table
 
@@ -99,6 +103,7 @@ def parse_args(argv=None) -> KneeRun:
 
 def main(argv=None) -> int:
     config = parse_args(argv)
+    configure_threads()  # one intra-op thread per free core (AMBIENT_SCIENCE_THREADS / OMP_NUM_THREADS win)
     metrics = run(config)
     if metrics is None:  # torchrun rank > 0: trained, rank 0 evaluates
         return 0

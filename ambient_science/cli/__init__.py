@@ -17,6 +17,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from ambient_science.threads import configure_threads, prefer_passive_wait
 from ambient_science.version import __version__
 
 __all__ = ["USER_ERRORS", "main"]
@@ -90,6 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv or os.environ.get(DEBUG_ENV, "").strip() not in ("", "0")
     argv = [a for a in argv if a != "--debug"]
+    prefer_passive_wait()  # idle OpenMP threads sleep (effective before torch loads: ambient_science/threads.py)
     selected = next((a for a in argv if not a.startswith("-")), None)
     parser = build_parser(selected)
     try:
@@ -100,6 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0
     prog = f"ambient-science {args.command}"
+    configure_threads()  # one intra-op thread per free core (AMBIENT_SCIENCE_THREADS / OMP_NUM_THREADS win)
     try:
         return int(importlib.import_module(args._module).run(args) or 0)
     except KeyboardInterrupt:

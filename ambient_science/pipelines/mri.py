@@ -39,6 +39,7 @@ from ambient_science import pretrained
 from ambient_science.datasets.measurements import MeasurementFile
 from ambient_science.datasets.prepare import prepare_fastmri
 from ambient_science.datasets.synthetic_knee import write_synthetic_knee_dataset
+from ambient_science.pipelines.gpu_preset import GPU_DATA, GPU_NETWORK, GPU_SAMPLING, GPU_TRAIN
 from ambient_science.pipelines.mri_eval import evaluate, save_figure, targets_path
 from ambient_science.pipelines.training import train
 from ambient_science.sampling.prior import Prior, load_prior
@@ -85,6 +86,7 @@ class Preset:
     # best L1 λ was the grid's smallest at both R); benchmarks/mri_ood.py --calibrate prints the validation curve
     l1_lams: tuple[float, ...] = (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2)
     tv_lams: tuple[float, ...] = (1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
+    gpu_training: bool = False  # bf16 autocast, channels-last and torch.compile as the gpu preset sets them
 
 
 PRESETS = {
@@ -94,11 +96,12 @@ PRESETS = {
                  "mid_attention": True},
         steps=800, batch_size=16, ema_halflife_images=5_000,
     ),
-    "gpu": Preset(
-        train_volumes=0, test_volumes=0, slices=0, recon_size=320, resolution=None, test_slices=8,
-        network={"model_channels": 128, "channel_mult": [1, 1, 2, 2, 4], "num_blocks": 2, "attn_levels": [3]},
-        steps=100_000, batch_size=32, lr=2e-4, ema_halflife_images=500_000, warmup_images=100_000,
-        dps_samples=8, dps_steps=100,
+    "gpu": Preset(  # defined once in pipelines/gpu_preset.py (issue #20)
+        train_volumes=0, test_volumes=0, slices=0, recon_size=GPU_DATA["recon_size"][0], resolution=None,
+        test_slices=GPU_SAMPLING["test_slices"], network={k: v for k, v in GPU_NETWORK.items() if k != "kind"},
+        steps=GPU_TRAIN["images"] // GPU_TRAIN["batch_size"], batch_size=GPU_TRAIN["batch_size"], lr=GPU_TRAIN["lr"],
+        ema_halflife_images=GPU_TRAIN["ema_halflife_images"], warmup_images=GPU_TRAIN["warmup_images"],
+        dps_samples=GPU_SAMPLING["dps_samples"], dps_steps=GPU_SAMPLING["dps_steps"], gpu_training=True,
     ),
     "quick": Preset(
         train_volumes=2, test_volumes=1, slices=2, recon_size=32, resolution=16, test_slices=2,
@@ -219,6 +222,7 @@ def train_prior(
             device=str(device),
             progress=progress,
             resume="auto" if resume else "",
+            **({k: GPU_TRAIN[k] for k in ("bf16", "channels_last", "compile")} if preset.gpu_training else {}),
         ),
     )
     t0 = time.perf_counter()
