@@ -36,6 +36,7 @@ solution (zero-filled for single-coil Cartesian MRI), ``x_dc`` the estimate afte
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -108,8 +109,8 @@ class FitReport:
 def fit_settings(prior: Prior) -> dict[str, Any]:
     """The fit test's settings for ``prior``: ``prior.json``'s ``"fit"`` entry over :data:`DEFAULT_FIT`.
 
-    A ``"threshold"`` may be a number or a mapping from acceleration (as a string) to a number;
-    :func:`check_fit` then takes the entry of the nearest acceleration of each image.
+    A ``"threshold"`` may be a number or a mapping from acceleration (as a string) to a number; :func:`check_fit`
+    then interpolates it at each image's acceleration (linearly in ``log R``, constant beyond the ends).
     """
     stored = (getattr(prior, "config", None) or {}).get("fit", {})
     return {**DEFAULT_FIT, **stored}
@@ -131,10 +132,17 @@ def _threshold_for(threshold: Any, acceleration: Tensor) -> Tensor | None:
         return None
     if isinstance(threshold, (int, float)):
         return torch.full_like(acceleration, float(threshold))
-    keys = sorted(float(k) for k in threshold)
-    values = {float(k): float(v) for k, v in threshold.items()}
-    nearest = [min(keys, key=lambda k: abs(k - float(r))) for r in acceleration]
-    return torch.tensor([values[k] for k in nearest], dtype=acceleration.dtype)
+    # piecewise linear in log R between the calibrated accelerations, constant beyond them (a random mask's own
+    # acceleration scatters around its nominal R)
+    points = sorted((math.log(float(k)), float(v)) for k, v in threshold.items())
+    xs = torch.tensor([p[0] for p in points], dtype=torch.float64)
+    ys = torch.tensor([p[1] for p in points], dtype=torch.float64)
+    r = acceleration.double().clamp_min(1e-12).log().clamp(float(xs[0]), float(xs[-1]))
+    if len(points) == 1:
+        return ys.expand_as(r).to(acceleration.dtype)
+    i = torch.searchsorted(xs, r, right=True).clamp(1, len(points) - 1)
+    t = (r - xs[i - 1]) / (xs[i] - xs[i - 1])
+    return (ys[i - 1] + t * (ys[i] - ys[i - 1])).to(acceleration.dtype)
 
 
 def _noise_entries(likelihood: GaussianLikelihood, mask: Tensor) -> Tensor:
