@@ -34,6 +34,7 @@ import torch
 from scipy import ndimage
 
 from ambient_science.datasets.fastmri import crop_or_pad, make_ismrmrd_header, rss, write_fastmri_volume
+from ambient_science.operators.coils import birdcage_maps
 from ambient_science.operators.mri import fft2c, ifft2c
 
 __all__ = ["brain_phantom", "synthetic_brain_volume", "write_synthetic_brain", "write_synthetic_brain_dataset"]
@@ -252,8 +253,6 @@ def synthetic_brain_volume(
     W = 2 * round(float(w * phase_oversampling) / 2)
     image = torch.from_numpy(brain_phantom(rng, num_slices=num_slices, grid_shape=(H, W), pixel_size=(2 / h, 2 / w)))
     if num_coils is not None:
-        from ambient_science.operators.coils import birdcage_maps
-
         image = birdcage_maps(int(num_coils), (H, W), radius=coil_radius)[None] * image[:, None]
     kspace = fft2c(image)
     sigma = 0.0

@@ -46,6 +46,7 @@ from torch import Tensor
 from ambient_science.datasets.fastmri import FastMRIVolume, _h5_paths, _name_seed, image_grid
 from ambient_science.datasets.kspace_noise import block_energies, block_size, estimate_noise_std
 from ambient_science.datasets.measurements import save_measurements
+from ambient_science.operators.coils import espirit_maps
 from ambient_science.operators.mri import CartesianMRIFamily, fft2c, ifft2c
 from ambient_science.operators.mri_masks import acs_width
 
@@ -129,8 +130,6 @@ def prepare_fastmri(
     Returns:
         The path of the measurement file.
     """
-    from ambient_science.operators.coils import espirit_maps
-
     if mask_per not in ("slice", "volume"):
         raise ValueError(f"mask_per must be 'slice' or 'volume', got {mask_per!r}")
     for out in (output, targets_output):  # before any work

@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
-if TYPE_CHECKING:
-    from ambient_science.sampling.prior import Prior
+import ambient_science.operators  # noqa: F401  (registers the built-in families the priors name)
+from ambient_science.sampling.prior import Prior, load_prior
 
 __all__ = ["ROOT", "available", "budget", "card", "info", "load", "path"]
 
@@ -69,6 +69,4 @@ def budget(name: str) -> dict[str, Any]:
 def load(name: str, *, map_location: torch.device | str | None = None) -> Prior:
     """The shipped prior ``name`` as a :class:`~ambient_science.sampling.prior.Prior` (EMA network, frozen, eval mode),
     with its weights' SHA-256 checked."""
-    from ambient_science.sampling.prior import load_prior
-
     return load_prior(path(name), map_location=map_location)

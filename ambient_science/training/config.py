@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from ambient_science.family import OperatorFamily
-from ambient_science.network import NetworkConfig, network_config_from_dict
+from ambient_science.network import MLPConfig, NetworkConfig, UNetConfig, network_config_from_dict
 from ambient_science.training.losses import LossConfig
 
 __all__ = [
@@ -294,8 +294,6 @@ def _build(cls, section: str, values: dict[str, Any]):
 
 def _check_network(network: dict[str, Any]) -> None:
     """Types and ranges of the ``[network]`` values, then the network config's own checks."""
-    from ambient_science.network import MLPConfig, UNetConfig
-
     classes = {"unet": UNetConfig, "mlp": MLPConfig}
     kind = network.get("kind", "unet")
     if kind not in classes:
