@@ -37,7 +37,7 @@ from typing import Literal, Protocol
 import torch
 from torch import Tensor, nn
 
-from ambient_science.denoiser import network_denoise
+from ambient_science.channels import from_network, to_network
 from ambient_science.family import OperatorFamily
 from ambient_science.linop import SubsampledOperator
 from ambient_science.training.checkpoint import load_checkpoint
@@ -76,7 +76,10 @@ class AmbientDenoiser:
     """``D(x_σ, σ)``: the network called through ``K`` fixed inference operators, averaged.
 
     Built by :meth:`Prior.denoiser`. ``A_inf`` is one batched operator of batch ``K·B`` (draw ``k`` of
-    sample ``b`` at index ``k·B + b``), so the ``K`` draws go through the network in one call.
+    sample ``b`` at index ``k·B + b``), so the ``K`` draws go through the network in one call. ``A_inf`` is fixed
+    for the denoiser's life, so its conditioning channels ``c(Ã)`` (e.g. the EHT PSF) and observed projection are
+    built once, here, not at every call (the same computation as
+    :func:`~ambient_science.denoiser.network_denoise`).
 
     Shape: ``x (B, C, H, W)`` (complex for complex families), ``sigma`` scalar or ``(B,)`` -> ``(B, C, H, W)``.
     """
@@ -97,6 +100,13 @@ class AmbientDenoiser:
         self.A_inf = A_inf
         self.num_draws = int(num_draws)
         self.batch_size = A_inf.batch_size // self.num_draws
+        self._cond = family.conditioning(A_inf)
+        self._P = family.observed_projection(A_inf)
+
+    def _project(self, v: Tensor) -> Tensor:
+        if self._P is None:
+            return torch.zeros_like(v)
+        return to_network(self._P(from_network(v, self.family.is_complex))).to(v.dtype)
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -120,7 +130,9 @@ class AmbientDenoiser:
         s = _sigma_batch(sigma, B, x.device)
         xs = x.repeat(K, *([1] * (x.ndim - 1))) if K > 1 else x
         A = self.A_inf
-        out = network_denoise(self.network, A.H(A(xs)), s.repeat(K), self.family, A)
+        sigma_k = s.repeat(K)
+        out = self.network(to_network(A.H(A(xs))), sigma_k, self._cond.to(sigma_k.device), project=self._project)
+        out = from_network(out, self.family.is_complex)
         return out.reshape(K, *x.shape).mean(dim=0) if K > 1 else out
 
 

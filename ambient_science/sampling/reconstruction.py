@@ -117,6 +117,7 @@ def reconstruct(
     fallback: Callable[[GaussianLikelihood], torch.Tensor] | None = None,
     progress: bool = True,
     sampler_options: dict[str, Any] | None = None,
+    sample_batch: int | None = None,
 ) -> PosteriorSummary:
     """Posterior mean and std of the images behind ``likelihood``'s measurements.
 
@@ -147,6 +148,12 @@ def reconstruct(
             the minimum-norm solution (:func:`~ambient_science.sampling.fit.shrink_to_data`).
         progress: a tqdm bar over sampler steps.
         sampler_options: extra keyword arguments of the sampler (e.g. ``zeta``, ``langevin_steps``).
+        sample_batch: posterior samples drawn together in one sampler run of batch ``sample_batch·B`` (default
+            ``None``: all ``num_samples`` at once; 1: one run per sample, the behaviour before issue #21). The
+            samples of a batched run are as independent as those of separate runs (own ``Ã_inf`` draws, own
+            noise) but come from another random stream, so a given seed gives other samples. Applies to a linear
+            Gaussian likelihood of a :class:`~ambient_science.linop.SubsampledOperator` that the prior's family
+            rebuilds (``family.make``); otherwise one sample per run.
 
     Shape: ``(B, C, H, W)`` mean and std, as the prior's images.
     """
@@ -169,7 +176,6 @@ def reconstruct(
     fit = _fit_report(prior, likelihood, generator, safe_mode)
     device = prior.device
     C, H, W = prior.family.image_shape
-    shape = (batch, C, H, W)
     options = dict(sampler_options or {})
     floor = float(getattr(prior, "sigma_n", 0.0) or 0.0)
     if sigma_min is not None and sigma_min < floor:
@@ -194,30 +200,84 @@ def reconstruct(
     s_max = sigma_max if sigma_max is not None else (10.0 if method == "daps" else 80.0)
     sigmas = edm_sigmas(steps, sigma_min=min(s_min, s_max), sigma_max=s_max, device=device)
 
-    def draw(g: torch.Generator, callback) -> torch.Tensor:
+    def draw(g: torch.Generator, callback, copies: int = 1) -> torch.Tensor:
+        """``copies`` posterior samples of the whole batch in one sampler run (batch ``copies·B``, copy-major)."""
+        A_run, lik = (A, likelihood) if copies == 1 else tiler(copies)
         D = prior.denoiser(
-            batch,
+            copies * batch,
             generator=g,
             num_draws=num_draws,
             inference_operator=inference_operator,
-            test_operator=A if inference_operator in ("test", "full", "measurement") else None,
+            test_operator=A_run if inference_operator in ("test", "full", "measurement") else None,
             device=device,
         )
-        x = initial_noise(shape, float(sigmas[0]), generator=g, dtype=prior.family.image_dtype()).to(device)
+        x = initial_noise((copies * batch, C, H, W), float(sigmas[0]), generator=g,
+                          dtype=prior.family.image_dtype()).to(device)  # fmt: skip
         if method == "dps":
             options.setdefault("churn", 10.0)
             return sample_adps(
-                D, x, sigmas, likelihood, generator=g, callback=callback, data_consistency=data_consistency, **options
+                D, x, sigmas, lik, generator=g, callback=callback, data_consistency=data_consistency, **options
             )
         with torch.no_grad():
             return sample_daps(
-                D, x, sigmas, likelihood, generator=g, callback=callback, data_consistency=data_consistency, **options
+                D, x, sigmas, lik, generator=g, callback=callback, data_consistency=data_consistency, **options
             )
 
-    post = sample_posterior(
-        draw, num_samples=num_samples, generator=generator, steps_per_sample=len(sigmas) - 1, progress=progress
-    )
+    per_run = num_samples if sample_batch is None else max(1, min(int(sample_batch), num_samples))
+    tiler = _tiler(prior, likelihood, A) if per_run > 1 else None
+    if tiler is not None:
+        runs = -(-num_samples // per_run)
+        chunks = []
+        with _progress(runs * (len(sigmas) - 1), progress) as bar:
+            for r in range(runs):
+                copies = min(per_run, num_samples - r * per_run)
+                x = draw(generator, lambda info: bar.update(1), copies).detach()
+                chunks.append(x.reshape(copies, batch, *x.shape[1:]))
+        post = summarize(torch.cat(chunks))
+    else:
+        post = sample_posterior(
+            draw, num_samples=num_samples, generator=generator, steps_per_sample=len(sigmas) - 1, progress=progress
+        )
     return apply_safe_mode(post, likelihood, fit, safe_mode, fallback=fallback)
+
+
+def _tiler(prior: Prior, likelihood: Likelihood, A: SubsampledOperator | None):
+    """``copies -> (A tiled, likelihood tiled)`` (the batch repeated ``copies`` times, copy-major) when
+    :func:`reconstruct` can batch posterior samples: a linear Gaussian likelihood of a masked operator that the
+    prior's family rebuilds exactly from its ``params()``; ``None`` otherwise."""
+    if not (isinstance(likelihood, GaussianLikelihood) and likelihood.A is A and isinstance(A, SubsampledOperator)):
+        return None
+
+    def rep(t: torch.Tensor, copies: int) -> torch.Tensor:
+        return t.repeat(copies, *([1] * (t.ndim - 1)))
+
+    def make(copies: int) -> SubsampledOperator:
+        return prior.family.make({k: rep(v, copies) for k, v in A.params().items()})
+
+    try:
+        rebuilt = make(1)
+        probe = torch.randn(A.ishape, generator=torch.Generator().manual_seed(0)).to(likelihood.y.device)
+        probe = probe.to(prior.family.image_dtype())
+        same = type(rebuilt) is type(A) and torch.allclose(rebuilt(probe), A(probe), rtol=1e-4, atol=1e-6)
+    except (NotImplementedError, KeyError, ValueError, TypeError, RuntimeError, AttributeError):  # not rebuilt
+        return None
+    if not same:
+        return None
+
+    def tile(copies: int) -> tuple[SubsampledOperator, GaussianLikelihood]:
+        tiled = GaussianLikelihood.__new__(GaussianLikelihood)
+        tiled.A = make(copies)
+        tiled.y, tiled.sigma = rep(likelihood.y, copies), rep(likelihood.sigma, copies)
+        tiled.weight = rep(likelihood.weight, copies)
+        return tiled.A, tiled
+
+    return tile
+
+
+def _progress(total: int, progress: bool):
+    from tqdm.auto import tqdm  # lazily: no work at import time
+
+    return tqdm(total=total, disable=not progress, desc="posterior", unit="step")
 
 
 def _fit_report(prior: Prior, likelihood: Likelihood, generator: torch.Generator, safe_mode: str) -> FitReport | None:
