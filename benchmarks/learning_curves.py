@@ -179,13 +179,17 @@ def write_table(out: Path, results: dict) -> None:
     )
     for p in points:
         m = p["metrics"]
-        label = p["prior"] + ("" if p["operator"] == "full" else f" ({p['operator']})")
+        label = p["prior"] + ("" if p["operator"] == _default_operator(p["prior"]) else f" ({p['operator']})")
         rows.append(
             f"| {p['family']} | {label} | {p['images']} | {p.get('train_seconds', '')} | {p['eval']} | {p['R']} "
             f"| {m['ambient_one_step']['psnr']:.2f} | {m['ambient_dps']['psnr']:.2f} | {m['ambient_dps']['ssim']:.3f} "
             f"| {m['ambient_dps']['bg_hf_db']:.1f} | {m['zero_filled']['psnr']:.2f} | {m['l1_wavelet']['psnr']:.2f} |"
         )
     (out / "table.md").write_text("\n".join(rows) + "\n")
+
+
+def _default_operator(prior: str) -> str:
+    return "law" if prior.startswith("em") else "full"
 
 
 def write_plot(out: Path, results: dict) -> None:
@@ -203,10 +207,13 @@ def write_plot(out: Path, results: dict) -> None:
         for j, R in enumerate(rs):
             ax = axes[i, j]
             pts = [p for p in results["points"] if p["family"] == fam and p["R"] == R]
-            for prior, op in sorted({(p["prior"], p["operator"]) for p in pts}):
-                sel = sorted((p for p in pts if p["prior"] == prior and p["operator"] == op), key=lambda p: p["images"])
+            evals = sorted({p["eval"] for p in pts})
+            for prior, op, ev in sorted({(p["prior"], p["operator"], p["eval"]) for p in pts}):
+                sel = [p for p in pts if (p["prior"], p["operator"], p["eval"]) == (prior, op, ev)]
+                sel.sort(key=lambda p: p["images"])
+                label = f"{prior} A-DPS" + ("" if op == _default_operator(prior) else f" ({op})")
                 ax.plot([p["images"] for p in sel], [p["metrics"]["ambient_dps"]["psnr"] for p in sel], "o-",
-                        label=f"{prior} A-DPS" + ("" if op == "full" else f" ({op})"))  # fmt: skip
+                        label=label + (f" [{ev}]" if len(evals) > 1 else ""))  # fmt: skip
             if pts:
                 for base, style in (("l1_wavelet", "--"), ("zero_filled", ":")):
                     ax.axhline(pts[0]["metrics"][base]["psnr"], ls=style, c="gray", label=base)
