@@ -57,3 +57,20 @@ def test_untileable_likelihood_draws_one_sample_per_run():
     b = reconstruct(prior, lik, method="dps", num_samples=2, steps=4, progress=False, sample_batch=1,
                     generator=torch.Generator().manual_seed(0))  # fmt: skip
     torch.testing.assert_close(a.samples, b.samples)
+
+
+def test_adps_without_jacobian_equals_adps_for_an_identity_jacobian():
+    from ambient_science.sampling.dps import sample_adps
+    from ambient_science.schedules import edm_sigmas
+
+    A = PixelMaskFamily((1, 6, 6), p=0.5).sample(2, generator=torch.Generator().manual_seed(0))
+    lik = GaussianLikelihood(A, A(torch.ones(2, 1, 6, 6)), sigma=0.1)
+
+    def D(x, sigma):  # ∂D/∂x = I / 2: a constant Jacobian, so the guidance differs only by that factor
+        return x / 2
+
+    x = torch.randn(2, 1, 6, 6, generator=torch.Generator().manual_seed(1))
+    for guidance, zeta in (("score", 1.0), ("normalized", 0.05)):
+        full = sample_adps(D, x, edm_sigmas(5), lik, zeta=2 * zeta, guidance=guidance)
+        fast = sample_adps(D, x, edm_sigmas(5), lik, zeta=zeta, guidance=guidance, jacobian=False)
+        torch.testing.assert_close(full, fast)

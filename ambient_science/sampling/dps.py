@@ -81,9 +81,21 @@ def inflated_zeta(noise_level: float | Tensor, sigma_data: float = 0.5) -> Calla
 
 
 def _guidance_gradient(
-    denoiser: Denoiser, likelihood: Likelihood, x: Tensor, sigma: float, guidance: Guidance
+    denoiser: Denoiser, likelihood: Likelihood, x: Tensor, sigma: float, guidance: Guidance, jacobian: bool = True
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """``D(x; σ)``, ``∇_x`` of the guidance objective through the network, and the loss ``L(y | D)`` (all detached)."""
+    """``D(x; σ)``, ``∇_x`` of the guidance objective through the network, and the loss ``L(y | D)`` (all detached).
+
+    ``jacobian=False``: the network's Jacobian replaced by the identity, ``∇_D`` of the objective at ``D(x)``
+    (one forward pass, no backward)."""
+    if not jacobian:
+        with torch.no_grad():
+            denoised = denoiser(x.detach(), sigma_like(sigma, x))
+            loss = likelihood.loss(denoised)
+        grad = likelihood.grad(denoised)
+        if guidance == "normalized":
+            norm = (2.0 * loss).clamp_min(torch.finfo(loss.dtype).tiny).sqrt()
+            grad = grad / append_dims(norm, grad.ndim).to(grad.real.dtype if grad.is_complex() else grad.dtype)
+        return denoised, grad.detach(), loss.detach()
     with torch.enable_grad():
         x_in = x.detach().requires_grad_(True)
         denoised = denoiser(x_in, sigma_like(sigma, x_in))
@@ -112,6 +124,7 @@ def sample_adps(
     data_consistency: DataConsistency = None,
     dc_lam: float = 0.0,
     dc_iter: int = 20,
+    jacobian: bool = True,
 ) -> Tensor:
     """Posterior sampling by A-DPS: EDM steps with the denoiser plus likelihood guidance through it.
 
@@ -136,6 +149,9 @@ def sample_adps(
         churn, s_tmin, s_tmax, s_noise: EDM's stochasticity (Alg. 2); ``churn = 0``: deterministic ODE.
         data_consistency: optional final step, ``"cg"`` or ``"replace"`` (Gaussian likelihoods only).
         dc_lam, dc_iter: its ``λ`` and CG iterations.
+        jacobian: differentiate the guidance through the network (DPS, default). ``False``: take the
+            likelihood's gradient at ``D(x̂)`` as if ``∂D/∂x̂ = I`` (one forward pass per step instead of a forward
+            and a backward; issue #21).
 
     Shape: ``x (B, C, H, W)`` -> ``(B, C, H, W)``.
     """
@@ -157,7 +173,7 @@ def sample_adps(
         sigma_hat = sigma * (1.0 + gamma)
         if gamma > 0:
             x = x + math.sqrt(sigma_hat**2 - sigma**2) * s_noise * randn_like(x, generator)
-        denoised, grad, loss = _guidance_gradient(denoiser, likelihood, x, sigma_hat, guidance)
+        denoised, grad, loss = _guidance_gradient(denoiser, likelihood, x, sigma_hat, guidance, jacobian)
         d = (x - denoised) / sigma_hat
         x_next = x + (sigma_next - sigma_hat) * d
         if heun and sigma_next > 0:
