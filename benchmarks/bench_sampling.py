@@ -12,6 +12,7 @@ Run (CPU, the defaults are sized for a laptop-class CPU):
     python benchmarks/bench_sampling.py --family mri --coils 8
     python benchmarks/bench_sampling.py --device cuda --size 256 --batch 8     # on a GPU
     python benchmarks/bench_sampling.py --closure 2      # the black-hole example's DAPS / A-DPS, 2 observations
+    python benchmarks/bench_sampling.py --mri runs/mri_knee/data/test_r4_64.h5   # the MRI example's A-DPS variants
 
 Timings are interleaved: each repeat times one forward, one forward + backward and the sampler run back
 to back, and the table reports medians over ``--repeats`` of the per-repeat ratios, so a shared, busy
