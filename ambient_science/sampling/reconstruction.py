@@ -117,7 +117,7 @@ def reconstruct(
     fallback: Callable[[GaussianLikelihood], torch.Tensor] | None = None,
     progress: bool = True,
     sampler_options: dict[str, Any] | None = None,
-    sample_batch: int | None = None,
+    sample_batch: int | None = 1,
 ) -> PosteriorSummary:
     """Posterior mean and std of the images behind ``likelihood``'s measurements.
 
@@ -148,8 +148,9 @@ def reconstruct(
             the minimum-norm solution (:func:`~ambient_science.sampling.fit.shrink_to_data`).
         progress: a tqdm bar over sampler steps.
         sampler_options: extra keyword arguments of the sampler (e.g. ``zeta``, ``langevin_steps``).
-        sample_batch: posterior samples drawn together in one sampler run of batch ``sample_batch·B`` (default
-            ``None``: all ``num_samples`` at once; 1: one run per sample, the behaviour before issue #21). The
+        sample_batch: posterior samples drawn together in one sampler run of batch ``sample_batch·B`` (default 1:
+            one run per sample, which needs the least memory; ``None``: all ``num_samples`` at once — on a CPU no
+            faster, measured with ``benchmarks/bench_sampling.py --mri``; on a GPU untested). The
             samples of a batched run are as independent as those of separate runs (own ``Ã_inf`` draws, own
             noise) but come from another random stream, so a given seed gives other samples. Applies to a linear
             Gaussian likelihood of a :class:`~ambient_science.linop.SubsampledOperator` that the prior's family
