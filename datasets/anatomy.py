@@ -30,12 +30,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from scipy import ndimage
 
-from ambient_science.datasets.fastmri import crop_or_pad, make_ismrmrd_header, rss, write_fastmri_volume
-from ambient_science.operators.coils import birdcage_maps
-from ambient_science.operators.mri import fft2c, ifft2c
+from ambient_science.datasets.synthetic_knee import phantom_volume, write_phantom_volume
 
 __all__ = ["brain_phantom", "synthetic_brain_volume", "write_synthetic_brain", "write_synthetic_brain_dataset"]
 
@@ -247,48 +244,28 @@ def synthetic_brain_volume(
         ``{"kspace": (slices, [coils,] H, W) complex64, "target": (slices, h, w) float32, "header": str,
         "attrs": dict}`` (numpy arrays), ready for :func:`write_fastmri_volume`.
     """
-    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
-    h, w = (int(s) for s in recon_size)
-    H = 2 * round(float(h * readout_oversampling) / 2)
-    W = 2 * round(float(w * phase_oversampling) / 2)
-    image = torch.from_numpy(brain_phantom(rng, num_slices=num_slices, grid_shape=(H, W), pixel_size=(2 / h, 2 / w)))
-    if num_coils is not None:
-        image = birdcage_maps(int(num_coils), (H, W), radius=coil_radius)[None] * image[:, None]
-    kspace = fft2c(image)
-    sigma = 0.0
-    if noise_level > 0:
-        sigma = noise_level * float(image.abs().amax()) / np.sqrt(2)
-        noise = rng.standard_normal((*kspace.shape, 2)).astype(np.float32) * sigma
-        kspace = kspace + torch.view_as_complex(torch.from_numpy(noise))
-    coil_images = crop_or_pad(ifft2c(kspace), (h, w))
-    target = rss(coil_images, dim=1) if num_coils is not None else coil_images.abs()
-    fov = 220.0  # mm, an adult head
-    header = make_ismrmrd_header(
-        (H, W, 1),
-        (h, w, 1),
-        encoding_fov_mm=(fov * H / h, fov * W / h, 5.0),
-        recon_fov_mm=(fov, fov * w / h, 5.0),
+    return phantom_volume(
+        brain_phantom,
+        seed,
+        recon_size=recon_size,
+        num_slices=num_slices,
+        num_coils=num_coils,
+        readout_oversampling=readout_oversampling,
+        phase_oversampling=phase_oversampling,
+        noise_level=noise_level,
+        coil_radius=coil_radius,
+        fov_mm=220.0,  # an adult head
+        slice_mm=(5.0, 5.0),
         system="ambient-science SYNTHETIC brain-like phantom",
+        note=SYNTHETIC_NOTE,
     )
-    attrs = {"synthetic": True, "note": SYNTHETIC_NOTE, "noise_std": float(sigma)}
-    return {"kspace": kspace.numpy(), "target": target.numpy().astype(np.float32), "header": header, "attrs": attrs}
 
 
 def write_synthetic_brain(path: str | Path, seed: int, *, overwrite: bool = False, **kwargs: Any) -> Path:
     """Write one SYNTHETIC brain volume (:func:`synthetic_brain_volume` keywords) as a fastMRI file."""
     vol = synthetic_brain_volume(int(seed), **kwargs)
-    multicoil = vol["kspace"].ndim == 4
-    return write_fastmri_volume(
-        path,
-        vol["kspace"],
-        recon_size=vol["target"].shape[1:],
-        target=vol["target"],
-        header=vol["header"],
-        acquisition="AXT2",
-        patient_id=f"synthetic-brain-{int(seed)}",
-        attrs={**vol["attrs"], "seed": int(seed), "challenge": "multicoil" if multicoil else "singlecoil"},
-        overwrite=overwrite,
-    )
+    return write_phantom_volume(path, vol, acquisition="AXT2", patient_id=f"synthetic-brain-{int(seed)}",
+                                seed=seed, overwrite=overwrite)  # fmt: skip
 
 
 def write_synthetic_brain_dataset(

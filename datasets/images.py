@@ -97,7 +97,7 @@ def _read_nifti(path: Path) -> np.ndarray:
     try:
         import nibabel
     except ImportError as err:  # an optional extra
-        raise ImportError(f"{path}: reading NIfTI needs nibabel (pip install "ambient-science[nifti]")") from err
+        raise ImportError(f"{path}: reading NIfTI needs nibabel (pip install 'ambient-science[nifti]')") from err
     data = np.asarray(nibabel.load(str(path)).get_fdata(), dtype=np.float32)
     if data.ndim == 4:
         data = data[..., 0]

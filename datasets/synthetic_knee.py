@@ -24,7 +24,7 @@ Every draw comes from ``np.random.default_rng(seed)``; global RNG state is never
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +42,9 @@ __all__ = [
     "compress_coils",
     "fastmri_multicoil_knee_volume",
     "knee_phantom",
+    "phantom_volume",
     "synthetic_knee_volume",
+    "write_phantom_volume",
     "write_synthetic_knee",
     "write_synthetic_knee_dataset",
 ]
@@ -344,11 +346,47 @@ def synthetic_knee_volume(
         ``{"kspace": (slices, [coils,] H, W) complex64, "target": (slices, h, w) float32, "header": str,
         "attrs": dict}`` (numpy arrays), ready for :func:`write_fastmri_volume`.
     """
+    return phantom_volume(
+        knee_phantom,
+        seed,
+        recon_size=recon_size,
+        num_slices=num_slices,
+        num_coils=num_coils,
+        readout_oversampling=readout_oversampling,
+        phase_oversampling=phase_oversampling,
+        noise_level=noise_level,
+        coil_radius=coil_radius,
+        fov_mm=140.0,  # a fastMRI knee's recon FOV
+        slice_mm=(4.5, 3.0),
+        system="ambient-science SYNTHETIC knee phantom",
+    )
+
+
+def phantom_volume(
+    phantom: Callable[..., np.ndarray],
+    seed: int | np.random.Generator,
+    *,
+    recon_size: Sequence[int],
+    num_slices: int,
+    num_coils: int | None,
+    readout_oversampling: float,
+    phase_oversampling: float,
+    noise_level: float,
+    coil_radius: float,
+    fov_mm: float,
+    slice_mm: tuple[float, float],
+    system: str,
+    note: str = SYNTHETIC_NOTE,
+) -> dict[str, Any]:
+    """A fastMRI-like volume of any phantom: ``phantom(rng, num_slices=, grid_shape=, pixel_size=)`` -> ``(S, H, W)``
+    complex images on the encoded grid; coils, k-space noise, target and header as :func:`synthetic_knee_volume`
+    documents (``fov_mm``: the recon FOV's height; ``slice_mm``: encoded and recon slice thickness; ``note``: what
+    the file's ``attrs["note"]`` says it is)."""
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
     h, w = (int(s) for s in recon_size)
     H = 2 * round(float(h * readout_oversampling) / 2)
     W = 2 * round(float(w * phase_oversampling) / 2)
-    image = torch.from_numpy(knee_phantom(rng, num_slices=num_slices, grid_shape=(H, W), pixel_size=(2 / h, 2 / w)))
+    image = torch.from_numpy(phantom(rng, num_slices=num_slices, grid_shape=(H, W), pixel_size=(2 / h, 2 / w)))
     if num_coils is not None:
         image = birdcage_maps(int(num_coils), (H, W), radius=coil_radius)[None] * image[:, None]  # (S, C, H, W)
     kspace = fft2c(image)
@@ -359,15 +397,15 @@ def synthetic_knee_volume(
         kspace = kspace + torch.view_as_complex(torch.from_numpy(noise))
     coil_images = crop_or_pad(ifft2c(kspace), (h, w))
     target = rss(coil_images, dim=1) if num_coils is not None else coil_images.abs()
-    fov_h, fov_w = 140.0, 140.0 * w / h  # mm, a fastMRI knee's recon FOV
+    fov_h, fov_w = fov_mm, fov_mm * w / h
     header = make_ismrmrd_header(
         (H, W, 1),
         (h, w, 1),
-        encoding_fov_mm=(fov_h * H / h, fov_w * W / w, 4.5),
-        recon_fov_mm=(fov_h, fov_w, 3.0),
-        system="ambient-science SYNTHETIC knee phantom",
+        encoding_fov_mm=(fov_h * H / h, fov_w * W / w, slice_mm[0]),
+        recon_fov_mm=(fov_h, fov_w, slice_mm[1]),
+        system=system,
     )
-    attrs = {"synthetic": True, "note": SYNTHETIC_NOTE, "noise_std": float(sigma)}
+    attrs = {"synthetic": True, "note": note, "noise_std": float(sigma)}
     return {"kspace": kspace.numpy(), "target": target.numpy().astype(np.float32), "header": header, "attrs": attrs}
 
 
@@ -383,6 +421,14 @@ def write_synthetic_knee(
     ``patient_id`` is ``"synthetic-knee-<seed>"``; attrs carry ``synthetic=True``, the seed and a note.
     """
     vol = synthetic_knee_volume(int(seed), **kwargs)
+    return write_phantom_volume(path, vol, acquisition="CORPD_FBK", patient_id=f"synthetic-knee-{int(seed)}",
+                                seed=seed, overwrite=overwrite)  # fmt: skip
+
+
+def write_phantom_volume(
+    path: str | Path, vol: dict[str, Any], *, acquisition: str, patient_id: str, seed: int, overwrite: bool = False
+) -> Path:
+    """Write a :func:`phantom_volume` as a fastMRI file (attrs carry ``synthetic=True``, the seed and a note)."""
     multicoil = vol["kspace"].ndim == 4
     return write_fastmri_volume(
         path,
@@ -390,8 +436,8 @@ def write_synthetic_knee(
         recon_size=vol["target"].shape[1:],
         target=vol["target"],
         header=vol["header"],
-        acquisition="CORPD_FBK",
-        patient_id=f"synthetic-knee-{int(seed)}",
+        acquisition=acquisition,
+        patient_id=patient_id,
         attrs={**vol["attrs"], "seed": int(seed), "challenge": "multicoil" if multicoil else "singlecoil"},
         overwrite=overwrite,
     )
