@@ -30,8 +30,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy import ndimage
 
+from ambient_science.datasets.phantom_draw import noise_volume, paint, smoothstep, soft
 from ambient_science.datasets.synthetic_knee import phantom_volume, write_phantom_volume
 
 __all__ = ["brain_phantom", "synthetic_brain_volume", "write_synthetic_brain", "write_synthetic_brain_dataset"]
@@ -54,22 +54,6 @@ _TISSUE = {
     "muscle": 0.22,
     "eye": 0.95,
 }
-
-
-def _band_noise(rng: np.random.Generator, shape: Sequence[int], fine: Sequence[float], coarse: Sequence[float]):
-    """Band-passed white noise (Gaussian ``fine`` minus Gaussian ``coarse``), unit std. Sigmas in pixels."""
-    white = rng.standard_normal(tuple(shape))
-    out = ndimage.gaussian_filter(white, fine, mode="wrap") - ndimage.gaussian_filter(white, coarse, mode="wrap")
-    return out / max(float(out.std()), 1e-12)
-
-
-def _soft(sdf: np.ndarray, px: float) -> np.ndarray:
-    """Anti-aliased indicator of ``sdf < 0`` (edge width about one pixel)."""
-    return 1.0 / (1.0 + np.exp(np.clip(sdf / (0.45 * px), -50, 50)))
-
-
-def _paint(image: np.ndarray, weight: np.ndarray, value: np.ndarray | float) -> np.ndarray:
-    return image * (1 - weight) + weight * value
 
 
 def _ellipse_sdf(u, v, cu, cv, ru, rv, angle=0.0):
@@ -128,9 +112,9 @@ def brain_phantom(
     # -- 3-D textures (smooth across slices) ------------------------------------------------------------
     tshape = (S, H, W)
     scale = 1.0 / px
-    folds = _band_noise(rng, tshape, (0.7, 0.035 * scale, 0.035 * scale), (0.7, 0.12 * scale, 0.12 * scale))
-    wm_texture = _band_noise(rng, tshape, (0.8, 0.02 * scale, 0.02 * scale), (0.8, 0.2 * scale, 0.2 * scale))
-    grain = _band_noise(rng, tshape, (0.5, 0.008 * scale, 0.008 * scale), (0.5, 0.05 * scale, 0.05 * scale))
+    folds = noise_volume(rng, tshape, (0.7, 0.035 * scale, 0.035 * scale), (0.7, 0.12 * scale, 0.12 * scale))
+    wm_texture = noise_volume(rng, tshape, (0.8, 0.02 * scale, 0.02 * scale), (0.8, 0.2 * scale, 0.2 * scale))
+    grain = noise_volume(rng, tshape, (0.5, 0.008 * scale, 0.008 * scale), (0.5, 0.05 * scale, 0.05 * scale))
 
     zs = np.linspace(-0.85, 0.85, S) + z_offset if S > 1 else np.array([z_offset])
     out = np.zeros((S, H, W), dtype=np.complex64)
@@ -149,57 +133,57 @@ def brain_phantom(
         depth = (1.0 - rho) * ray  # distance inward from the skin along the ray (about the normal distance)
         img = np.zeros((H, W))
         g = grain[s]
-        head = _soft(-depth, px)
-        img = _paint(img, head, tissue["skin"] * (1 + 0.03 * g))
-        img = _paint(img, _soft(-(depth - 0.01), px), tissue["fat"] * (1 + 0.04 * g))
+        head = soft(-depth, px)
+        img = paint(img, head, tissue["skin"] * (1 + 0.03 * g))
+        img = paint(img, soft(-(depth - 0.01), px), tissue["fat"] * (1 + 0.04 * g))
         # skull: outer and inner tables (dark) around the diploë
         skull_out, skull_in = scalp, scalp + skull
-        img = _paint(img, _soft(-(depth - skull_out), px), tissue["skull"])
-        diploe = _soft(-(depth - skull_out - 0.3 * skull), px) * _soft(depth - skull_out - 0.7 * skull, px)
-        img = _paint(img, diploe, tissue["diploe"] * (1 + 0.15 * g))
+        img = paint(img, soft(-(depth - skull_out), px), tissue["skull"])
+        diploe = soft(-(depth - skull_out - 0.3 * skull), px) * soft(depth - skull_out - 0.7 * skull, px)
+        img = paint(img, diploe, tissue["diploe"] * (1 + 0.15 * g))
         # low slices: orbits with eyes and the nasal cavity in front, temporal muscle at the sides
         low = float(np.clip((-0.45 - z) / 0.25, 0.0, 1.0))
         brain_depth = skull_in + csf_rim
         inside = depth - skull_in
-        img = _paint(img, _soft(-inside, px), tissue["csf"] * (1 + 0.02 * g))
+        img = paint(img, soft(-inside, px), tissue["csf"] * (1 + 0.02 * g))
         d = depth - brain_depth
         if low > 0:
             for side in (-1.0, 1.0):
                 eye = _ellipse_sdf(uu, vv, side * 0.28 * b / head_b, -0.86 * a, 0.12 * low, 0.11 * low)
-                img = _paint(img, _soft(eye + 0.015, px), tissue["fat"])
-                img = _paint(img, _soft(eye + 0.035, px), tissue["eye"])
+                img = paint(img, soft(eye + 0.015, px), tissue["fat"])
+                img = paint(img, soft(eye + 0.035, px), tissue["eye"])
                 temporal = _ellipse_sdf(uu, vv, side * 0.92 * b, 0.05 * a, 0.09 * low, 0.3 * low)
-                img = _paint(img, _soft(temporal, px), tissue["muscle"])
+                img = paint(img, soft(temporal, px), tissue["muscle"])
             nose = _ellipse_sdf(uu, vv, 0.0, -0.92 * a, 0.08 * low, 0.16 * low)
-            img = _paint(img, _soft(nose, px), 0.05)
+            img = paint(img, soft(nose, px), 0.05)
             d = d + 0.25 * low * np.clip(-vv / a - 0.3, 0, None)  # frontal lobes lift off the orbits
         # brain: grey-matter ribbon folded into gyri; sulci are CSF clefts along level lines of the fold field
         fold = folds[s]
         sulcus_w = 0.12 + 0.12 * atrophy
         sulci = (np.abs(fold) < sulcus_w) & (d < cortex * 2.2 + 0.02 * fold)
         brain = d > 0
-        img = _paint(img, _soft(-d, px), tissue["grey"] * (1 + 0.04 * g))
-        img = _paint(img, brain * _soft(np.where(sulci, -1.0, 1.0) * px, px), tissue["csf"] * 0.95)
+        img = paint(img, soft(-d, px), tissue["grey"] * (1 + 0.04 * g))
+        img = paint(img, brain * soft(np.where(sulci, -1.0, 1.0) * px, px), tissue["csf"] * 0.95)
         wm_edge = d - cortex * (1.0 + 0.6 * np.clip(fold, -1.2, 1.2))
         wm_val = tissue["white"] * (1 + 0.05 * wm_texture[s])
-        img = _paint(img, _soft(-wm_edge, px) * brain, wm_val)
+        img = paint(img, soft(-wm_edge, px) * brain, wm_val)
         # interhemispheric fissure with the falx (a dark line in bright CSF), not in the lowest slices
         fiss = np.abs(uu + 0.02 * np.sin(3 * vv + z)) - (0.012 + 0.012 * atrophy)
-        fiss_on = (1 - low) * (np.abs(vv) > 0.15 * a * (1 - _step(z, -0.1, 0.3)))
-        img = _paint(img, fiss_on * _soft(fiss, px) * brain, tissue["csf"])
-        img = _paint(img, fiss_on * _soft(np.abs(uu + 0.02 * np.sin(3 * vv + z)) - 0.004, px) * brain, 0.1)
+        fiss_on = (1 - low) * (np.abs(vv) > 0.15 * a * (1 - smoothstep(z, -0.1, 0.3)))
+        img = paint(img, fiss_on * soft(fiss, px) * brain, tissue["csf"])
+        img = paint(img, fiss_on * soft(np.abs(uu + 0.02 * np.sin(3 * vv + z)) - 0.004, px) * brain, 0.1)
         # ventricles and deep grey nuclei (mid slices)
         mid = float(np.exp(-(((z - 0.05) / 0.32) ** 2)))
         if mid > 0.05:
             k = vent_size * mid
             for side in (-1.0, 1.0):
                 nuc = _ellipse_sdf(uu, vv, side * 0.2 * b / head_b, 0.02, 0.1 * mid, 0.17 * mid, -0.3 * side)
-                img = _paint(img, _soft(nuc, px), tissue["nuclei"])
+                img = paint(img, soft(nuc, px), tissue["nuclei"])
                 horn = _ellipse_sdf(uu, vv, side * 0.07 * k, -0.22 * a, 0.045 * k, 0.16 * k, 0.35 * side)
                 body = _ellipse_sdf(uu, vv, side * 0.09 * k, 0.1 * a, 0.04 * k, 0.2 * k, -0.15 * side)
-                img = _paint(img, _soft(np.minimum(horn, body), px), tissue["csf"])
+                img = paint(img, soft(np.minimum(horn, body), px), tissue["csf"])
             third = _ellipse_sdf(uu, vv, 0.0, 0.0, 0.012 * k + 0.004, 0.09 * mid)
-            img = _paint(img, _soft(third, px), tissue["csf"])
+            img = paint(img, soft(third, px), tissue["csf"])
         img = img * head
 
         bias = 1 + bias_c[0] * uu + bias_c[1] * vv + bias_c[2] * uu * vv + bias_c[3] * uu**2 + bias_c[4] * vv**2
@@ -216,11 +200,6 @@ def brain_phantom(
         )
         out[s] = (np.clip(img * bias, 0, None) * np.exp(1j * phase)).astype(np.complex64)
     return out
-
-
-def _step(t: float, a: float, b: float) -> float:
-    s = min(max((t - a) / (b - a), 0.0), 1.0)
-    return s * s * (3 - 2 * s)
 
 
 def synthetic_brain_volume(

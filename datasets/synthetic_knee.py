@@ -33,6 +33,7 @@ import torch
 from scipy import ndimage
 
 from ambient_science.datasets.fastmri import crop_or_pad, make_ismrmrd_header, rss, write_fastmri_volume
+from ambient_science.datasets.phantom_draw import noise_volume, paint, smoothstep, soft
 from ambient_science.operators.coils import birdcage_maps
 from ambient_science.operators.mri import fft2c, ifft2c
 
@@ -71,11 +72,6 @@ _TISSUE = {
 }
 
 
-def _smoothstep(t: np.ndarray | float, a: float, b: float) -> np.ndarray:
-    s = np.clip((np.asarray(t, dtype=np.float64) - a) / (b - a), 0.0, 1.0)
-    return s * s * (3 - 2 * s)
-
-
 class _Series:
     """A smooth random function ``f(t, z) = Σ_k a_k cos(k π t / 2 + φ_k + b_k z)`` with ``|f| ≲ amplitude``."""
 
@@ -91,15 +87,6 @@ class _Series:
         return np.sum(self.a * np.cos(self.k * np.pi * t / 2 + self.phi + self.b * z), axis=-1)
 
 
-def _noise_volume(rng: np.random.Generator, shape: Sequence[int], sigma: Sequence[float], low: Sequence[float] | None):
-    """Gaussian-filtered (band-passed if ``low`` is given) white noise, unit std. Sigmas in pixels."""
-    white = rng.standard_normal(tuple(shape))
-    out = ndimage.gaussian_filter(white, sigma, mode="wrap")
-    if low is not None:
-        out = out - ndimage.gaussian_filter(white, low, mode="wrap")
-    return out / max(float(out.std()), 1e-12)
-
-
 def _sdf(mask: np.ndarray, spacing: tuple[float, float]) -> np.ndarray:
     """Signed distance (negative inside) of a boolean mask, in physical units."""
     if not mask.any():
@@ -109,15 +96,6 @@ def _sdf(mask: np.ndarray, spacing: tuple[float, float]) -> np.ndarray:
     return ndimage.distance_transform_edt(~mask, sampling=spacing) - ndimage.distance_transform_edt(
         mask, sampling=spacing
     )
-
-
-def _soft(sdf: np.ndarray, px: float) -> np.ndarray:
-    """Anti-aliased indicator of ``sdf < 0`` (edge width about one pixel)."""
-    return 1.0 / (1.0 + np.exp(np.clip(sdf / (0.45 * px), -50, 50)))
-
-
-def _paint(image: np.ndarray, weight: np.ndarray, value: np.ndarray | float) -> np.ndarray:
-    return image * (1 - weight) + weight * value
 
 
 def _ellipse(u, v, cu, cv, ru, rv, angle=0.0):
@@ -185,12 +163,12 @@ def knee_phantom(
     # -- 3-D textures (smooth across slices) ------------------------------------------------------------
     tshape = (S, H, W)
     scale = 1.0 / px  # pixels per unit
-    trab = _noise_volume(rng, tshape, (0.8, 0.009 * scale, 0.009 * scale), (0.8, 0.025 * scale, 0.025 * scale))
-    marrow_mottle = _noise_volume(rng, tshape, (1.0, 0.08 * scale, 0.08 * scale), None)
-    fibres = _noise_volume(rng, tshape, (0.8, 0.08 * scale, 0.008 * scale), None)
-    septa = _noise_volume(rng, tshape, (1.2, 0.3 * scale, 0.06 * scale), None)
-    grain = _noise_volume(rng, tshape, (0.6, 0.01 * scale, 0.01 * scale), None)
-    muscle_zone = _noise_volume(rng, tshape, (1.5, 0.12 * scale, 0.12 * scale), None)
+    trab = noise_volume(rng, tshape, (0.8, 0.009 * scale, 0.009 * scale), (0.8, 0.025 * scale, 0.025 * scale))
+    marrow_mottle = noise_volume(rng, tshape, (1.0, 0.08 * scale, 0.08 * scale), None)
+    fibres = noise_volume(rng, tshape, (0.8, 0.08 * scale, 0.008 * scale), None)
+    septa = noise_volume(rng, tshape, (1.2, 0.3 * scale, 0.06 * scale), None)
+    grain = noise_volume(rng, tshape, (0.6, 0.01 * scale, 0.01 * scale), None)
+    muscle_zone = noise_volume(rng, tshape, (1.5, 0.12 * scale, 0.12 * scale), None)
 
     zs = np.linspace(-0.85, 0.85, S) + z_offset if S > 1 else np.array([z_offset])
     out = np.zeros((S, H, W), dtype=np.complex64)
@@ -205,7 +183,7 @@ def knee_phantom(
         spacing = (dv, du)
 
         # leg outline and subcutaneous fat
-        widen = 1.0 + 0.1 * _smoothstep(joint - vv, 0.0, 1.6) - 0.06 * _smoothstep(vv - joint, 0.3, 1.6)
+        widen = 1.0 + 0.1 * smoothstep(joint - vv, 0.0, 1.6) - 0.06 * smoothstep(vv - joint, 0.3, 1.6)
         left = -leg_w * widen * (1 + edge_l(vv, z))
         right = leg_w * widen * (1 + edge_r(vv, z))
         leg = (uu > left) & (uu < right)
@@ -214,8 +192,8 @@ def knee_phantom(
         fat_thick = np.clip(fat_thick, 0.025, None)
 
         # femur: shaft flaring into two condyles, notch between them (deeper posteriorly)
-        notch_depth = 0.3 * _smoothstep(0.55 - z, 0.0, 0.9)
-        w_femur = 0.24 * bz + (wp - 0.24 * bz) * _smoothstep(vv, joint - 0.95, joint - 0.3)
+        notch_depth = 0.3 * smoothstep(0.55 - z, 0.0, 0.9)
+        w_femur = 0.24 * bz + (wp - 0.24 * bz) * smoothstep(vv, joint - 0.95, joint - 0.3)
         ry = 0.17 * bz
         v_cond = joint - gap / 2 - ry
         body = (np.abs(uu) < w_femur) & (vv < v_cond)
@@ -227,18 +205,18 @@ def knee_phantom(
         femur_sdf = _sdf(femur, spacing)
 
         # tibia: plateau (medial concave, lateral convex), spines, metaphysis narrowing to the shaft
-        w_tibia = wp + (0.2 * bz - wp) * _smoothstep(vv, joint + 0.15, joint + 0.85)
+        w_tibia = wp + (0.2 * bz - wp) * smoothstep(vv, joint + 0.15, joint + 0.85)
         side_u = uu * side
         top = joint + gap / 2 + 0.03 * (np.abs(uu) / wp) ** 2 + plateau_var(uu / max(wp, 1e-3), z)
         top = top - 0.012 * np.where(side_u > 0, 1.0, -0.6) * np.cos(np.pi * np.clip(np.abs(uu) - 0.25 * wp, -1, 1))
         spines = 0.05 * bz * (np.exp(-(((uu - 0.04) / 0.03) ** 2)) + np.exp(-(((uu + 0.05) / 0.03) ** 2)))
-        top = top - spines * _smoothstep(0.7 - abs(z), 0.0, 0.4)
+        top = top - spines * smoothstep(0.7 - abs(z), 0.0, 0.4)
         tibia = (vv > top) & (np.abs(uu) < w_tibia)
         tibia = ndimage.binary_opening(tibia, iterations=max(1, round(0.03 / px)))
         tibia_sdf = _sdf(tibia, spacing)
 
         # fibular head (lateral, posterior slices)
-        fib_size = _smoothstep(-z, -0.2, 0.4)
+        fib_size = smoothstep(-z, -0.2, 0.4)
         fibula = np.zeros_like(femur)
         if fib_size > 0.05:
             fibula = _ellipse(uu, vv, side * (wp + 0.03), joint + 0.38, 0.1 * fib_size, 0.13 * fib_size, 0.3 * side)
@@ -246,60 +224,60 @@ def knee_phantom(
         fibula_sdf = _sdf(fibula, spacing)
 
         bones_sdf = np.minimum(np.minimum(femur_sdf, tibia_sdf), fibula_sdf)
-        bone = _soft(bones_sdf, px)
+        bone = soft(bones_sdf, px)
 
         # -- compose, painter's order ---------------------------------------------------------------
         img = np.zeros((H, W))
         g = grain[s]
-        img = _paint(img, _soft(leg_sdf, px), tissue["skin"] * (1 + 0.03 * g))
-        img = _paint(img, _soft(leg_sdf + 0.012, px), tissue["fat"] * (1 + 0.03 * g))
+        img = paint(img, soft(leg_sdf, px), tissue["skin"] * (1 + 0.03 * g))
+        img = paint(img, soft(leg_sdf + 0.012, px), tissue["fat"] * (1 + 0.03 * g))
         # muscle: inside the fat layer, away from the joint level, with fibres and fat septa
         # fat wedges at the joint level, widening towards the skin (muscles taper into tendons)
         outward = np.clip((np.abs(uu) - 0.8 * wp) / max(leg_w - 0.8 * wp, 1e-3), 0, 1)
         near_joint = np.abs(vv - joint) < 0.1 + 0.22 * outward + muscle_line(uu, z) + 0.05 * muscle_zone[s]
         muscle_region = (leg_sdf < -fat_thick) & ~near_joint
-        muscle_w = _soft(_sdf(muscle_region, spacing), px)
+        muscle_w = soft(_sdf(muscle_region, spacing), px)
         muscle_val = tissue["muscle"] * (1 + 0.12 * fibres[s])
-        img = _paint(img, muscle_w, muscle_val)
+        img = paint(img, muscle_w, muscle_val)
         sept = np.exp(-((septa[s] / 0.06) ** 2)) * muscle_w
-        img = _paint(img, 0.7 * sept, tissue["fat"] * 0.9)
+        img = paint(img, 0.7 * sept, tissue["fat"] * 0.9)
         # collateral ligaments (mid slices), along the bone outline at the joint margins
-        lig_on = _smoothstep(0.6 - abs(z), 0.0, 0.3)
+        lig_on = smoothstep(0.6 - abs(z), 0.0, 0.3)
         if lig_on > 0:
             d_bone = np.minimum(femur_sdf, tibia_sdf)
             lig = (d_bone > 0.004) & (d_bone < 0.03) & (np.abs(vv - joint) < 0.32) & (np.abs(uu) > 0.8 * wp)
-            img = _paint(img, lig_on * _soft(_sdf(lig, spacing), px), tissue["ligament"])
+            img = paint(img, lig_on * soft(_sdf(lig, spacing), px), tissue["ligament"])
         # joint space: fluid between the cartilage surfaces
         joint_space = (femur_sdf > 0) & (tibia_sdf > 0) & (femur_sdf + tibia_sdf < gap + 2.2 * cart_t)
         joint_space &= (np.abs(uu) < wp + 0.01) & (np.abs(vv - joint) < 0.3)
-        img = _paint(img, _soft(_sdf(joint_space, spacing), px), tissue["fluid"])
+        img = paint(img, soft(_sdf(joint_space, spacing), px), tissue["fluid"])
         # articular cartilage on the condyles and the plateau
         thick = cart_t * (1 + cart_var(uu / max(wp, 1e-3), z))
         articular = (np.abs(uu) < wp - 0.01) & (np.abs(uu) > notch_w * 0.9 * (notch_depth > 0.05))
         fem_cart = (femur_sdf > 0) & (femur_sdf < thick) & (vv > joint - 0.32) & articular
         tib_cart = (tibia_sdf > 0) & (tibia_sdf < 0.85 * thick) & (vv < joint + 0.2) & (np.abs(uu) < wp - 0.01)
         cart = (fem_cart | tib_cart) & (femur_sdf > 0) & (tibia_sdf > 0)
-        img = _paint(img, _soft(_sdf(cart, spacing), px), tissue["cartilage"] * (1 + 0.04 * g))
+        img = paint(img, soft(_sdf(cart, spacing), px), tissue["cartilage"] * (1 + 0.04 * g))
         # menisci: dark wedges at the medial and lateral margins of the joint
         mw = 0.12 * bz
         t = (np.abs(uu) - (wp - mw)) / mw
         half_h = (0.5 * gap + 0.6 * cart_t) * np.clip(t, 0, 1)
         menisci = (t > 0) & (t < 1.05) & (np.abs(vv - (joint + 0.01)) < half_h) & (femur_sdf > 0) & (tibia_sdf > 0)
-        img = _paint(img, _soft(_sdf(menisci, spacing), px), tissue["meniscus"])
+        img = paint(img, soft(_sdf(menisci, spacing), px), tissue["meniscus"])
         # cruciate ligament in the notch (posterior/mid slices)
         if notch_depth > 0.05:
             d = _segment_distance(uu, vv, (0.04 * side, joint - 0.8 * notch_depth), (-0.03 * side, joint + 0.03))
             cruc = (d < 0.022) & (femur_sdf > 0) & (tibia_sdf > -0.005)
-            img = _paint(img, _soft(_sdf(cruc, spacing), px), tissue["ligament"] * 1.2)
+            img = paint(img, soft(_sdf(cruc, spacing), px), tissue["ligament"] * 1.2)
         # bone: cortex rim, fatty marrow with trabeculae and physeal scars
         dist_joint = np.abs(vv - joint)
-        cortex_t = 0.012 + 0.035 * _smoothstep(dist_joint, 0.4, 1.2)
+        cortex_t = 0.012 + 0.035 * smoothstep(dist_joint, 0.4, 1.2)
         marrow = tissue["marrow"] * (1 - 0.16 * np.exp(-((trab[s] / 0.3) ** 2))) * (1 + 0.05 * marrow_mottle[s])
         scar_f = np.abs(vv - (joint - 0.34 * bz - 0.02 * np.sin(6 * uu + z))) < 0.006
         scar_t = np.abs(vv - (joint + 0.3 * bz + 0.02 * np.sin(5 * uu - z))) < 0.006
         marrow = np.where(scar_f | scar_t, 0.7 * marrow, marrow)
-        img = _paint(img, bone, marrow)
-        img = _paint(img, bone * _soft(-bones_sdf - cortex_t, px), tissue["cortex"])
+        img = paint(img, bone, marrow)
+        img = paint(img, bone * soft(-bones_sdf - cortex_t, px), tissue["cortex"])
 
         # smooth receive bias and phase
         bias = 1 + bias_c[0] * uu + bias_c[1] * vv + bias_c[2] * uu * vv + bias_c[3] * uu**2 + bias_c[4] * vv**2
