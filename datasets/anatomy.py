@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from ambient_science.datasets.phantom_draw import noise_volume, paint, smoothstep, soft
+from ambient_science.datasets.phantom_draw import noise_volume, paint, smoothstep, soft, with_bias_and_phase
 from ambient_science.datasets.synthetic_knee import phantom_volume, write_phantom_volume
 
 __all__ = ["brain_phantom", "synthetic_brain_volume", "write_synthetic_brain", "write_synthetic_brain_dataset"]
@@ -186,19 +186,7 @@ def brain_phantom(
             img = paint(img, soft(third, px), tissue["csf"])
         img = img * head
 
-        bias = 1 + bias_c[0] * uu + bias_c[1] * vv + bias_c[2] * uu * vv + bias_c[3] * uu**2 + bias_c[4] * vv**2
-        phase = (
-            np.pi
-            * (
-                phase_c[0] * u
-                + phase_c[1] * v
-                + 0.5 * phase_c[2] * u * v
-                + 0.3 * phase_c[3] * u**2
-                + 0.2 * phase_c[4] * v**2
-            )
-            + 0.3 * phase_c[5] * z
-        )
-        out[s] = (np.clip(img * bias, 0, None) * np.exp(1j * phase)).astype(np.complex64)
+        out[s] = with_bias_and_phase(img, bias_c, phase_c, uu, vv, u, v, z)
     return out
 
 

@@ -33,7 +33,7 @@ import torch
 from scipy import ndimage
 
 from ambient_science.datasets.fastmri import crop_or_pad, make_ismrmrd_header, rss, write_fastmri_volume
-from ambient_science.datasets.phantom_draw import noise_volume, paint, smoothstep, soft
+from ambient_science.datasets.phantom_draw import noise_volume, paint, smoothstep, soft, with_bias_and_phase
 from ambient_science.operators.coils import birdcage_maps
 from ambient_science.operators.mri import fft2c, ifft2c
 
@@ -280,19 +280,7 @@ def knee_phantom(
         img = paint(img, bone * soft(-bones_sdf - cortex_t, px), tissue["cortex"])
 
         # smooth receive bias and phase
-        bias = 1 + bias_c[0] * uu + bias_c[1] * vv + bias_c[2] * uu * vv + bias_c[3] * uu**2 + bias_c[4] * vv**2
-        phase = (
-            np.pi
-            * (
-                phase_c[0] * u
-                + phase_c[1] * v
-                + 0.5 * phase_c[2] * u * v
-                + 0.3 * phase_c[3] * u**2
-                + 0.2 * phase_c[4] * v**2
-            )
-            + 0.3 * phase_c[5] * z
-        )
-        out[s] = (np.clip(img * bias, 0, None) * np.exp(1j * phase)).astype(np.complex64)
+        out[s] = with_bias_and_phase(img, bias_c, phase_c, uu, vv, u, v, z)
     return out
 
 
