@@ -201,20 +201,18 @@ class Prior:
             raise ValueError(f"inference_operator must be one of {INFERENCE_OPERATORS}, got {inference_operator!r}")
         if self.family.name == "clean":  # a clean-image prior (A = I, e.g. trained by EM): the identity, always
             inference_operator, test_operator = "law", None
-        needs_test = inference_operator in ("test", "measurement")
+        use_test = inference_operator in ("test", "measurement") or (
+            inference_operator == "full" and test_operator is not None
+        )
+        if use_test:  # validated and moved once, not per draw
+            if test_operator is None:
+                raise ValueError(f"inference_operator={inference_operator!r} needs the test operator (test_operator=A)")
+            if test_operator.batch_size != batch_size:
+                raise ValueError(f"test operator has batch {test_operator.batch_size}, expected {batch_size}")
+            if any(b.device != device for b in test_operator.buffers()):  # a copy: the caller's operator stays put
+                test_operator = self.family.make({k: v.to(device) for k, v in test_operator.params().items()})
         for _ in range(num_draws):
-            if needs_test or (inference_operator == "full" and test_operator is not None):
-                if test_operator is None:
-                    raise ValueError(
-                        f"inference_operator={inference_operator!r} needs the test operator (test_operator=A)"
-                    )
-                if test_operator.batch_size != batch_size:
-                    raise ValueError(f"test operator has batch {test_operator.batch_size}, expected {batch_size}")
-                A = test_operator
-                if any(b.device != device for b in A.buffers()):  # a copy: the caller's operator stays put
-                    A = self.family.make({k: v.to(device) for k, v in A.params().items()})
-            else:
-                A = self.family.sample(batch_size, generator=generator, device=device)
+            A = test_operator if use_test else self.family.sample(batch_size, generator=generator, device=device)
             if inference_operator == "full":
                 draws.append(self.family.fully_observed(A))
             elif inference_operator == "measurement":
