@@ -4,14 +4,19 @@ fastMRI metrics (docs/design.md §5–§8).
 The steps, each a function a user can call on its own:
 
 1. :func:`source_volumes`: raw volumes, the user's fastMRI ``.h5`` files (the last 20 % held out) or built-in
-   synthetic knee phantoms (written once under ``<out>/data/synthetic``, then reused);
+   synthetic knee phantoms (written once under ``<out>/data/synthetic``, then reused), single-coil or, with
+   ``coils``, multi-coil (birdcage receive coils);
 2. :func:`prepare_volumes`: a measurement file of them at acceleration ``R`` (random phase-encode columns,
    fastMRI's centre fraction for ``R``: :data:`CENTER_FRACTION`) that holds only undersampled k-space; for
-   test files, a separate targets file keeps the fully sampled images, for evaluation only;
+   test files, a separate targets file keeps the fully sampled images, for evaluation only; multi-coil files
+   also hold ESPIRiT maps from each slice's calibration region (the fully sampled centre of its own
+   undersampled k-space), so training and reconstruction go through the SENSE operator
+   ``y_c = M F S_c x`` of one coil-combined image ``x``;
 3. :func:`train_prior` (a prior trained here) or :func:`shipped_prior` (``mri-knee-synthetic-r4`` /
-   ``-clean`` of :mod:`ambient_science.pretrained`, when it fits the data);
-4. :func:`~ambient_science.pipelines.mri_eval.evaluate`: zero-filled, L1-wavelet, CG-SENSE, one-step and
-   A-DPS per acceleration, with fastMRI's metrics;
+   ``-clean`` of :mod:`ambient_science.pretrained`, when it fits the data: single-coil synthetic volumes at
+   the ``cpu`` preset's grid);
+4. :func:`~ambient_science.pipelines.mri_eval.evaluate`: zero-filled, L1-wavelet, CG-SENSE (multi-coil),
+   one-step and A-DPS per acceleration, with fastMRI's metrics;
 5. :func:`run`: all of it for one :class:`KneeRun`, writing ``metrics.json`` and ``reconstructions.png``.
 
 The sizes of a run (data, network, training and sampling budgets) are a :class:`Preset`: ``cpu`` (the
@@ -82,6 +87,8 @@ class Preset:
     dps_samples: int = 4
     dps_steps: int = 48
     one_step_draws: int = 8
+    # Tikhonov λ grid of CG-SENSE (multi-coil files only), picked like the L1 / TV λ
+    cg_lams: tuple[float, ...] = (1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
     # λ grids of the classical baselines, wide enough that the best λ is interior (issue #18: at 3e-4 .. 1e-2 the
     # best L1 λ was the grid's smallest at both R); benchmarks/mri_ood.py --calibrate prints the validation curve
     l1_lams: tuple[float, ...] = (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2)
@@ -108,6 +115,7 @@ PRESETS = {
         network={"model_channels": 8, "channel_mult": [1, 2], "num_blocks": 1, "attn_levels": [],
                  "mid_attention": False},
         steps=3, batch_size=4, dps_samples=2, dps_steps=4, one_step_draws=2, l1_lams=(1e-3,), tv_lams=(),
+        cg_lams=(1e-2,),
     ),
 }  # fmt: skip
 
@@ -124,11 +132,17 @@ def source_volumes(
     data: str | Path | None = None,
     seed: int = 0,
     with_train: bool = True,
+    coils: int | None = None,
     log: Callable[[str], None] = print,
 ) -> tuple[list[Path], list[Path]]:
     """``(train files, test files)``: the fastMRI ``.h5`` files in ``data`` (the last 20 % held out), or, with
     ``data=None``, synthetic volumes of ``preset`` cached under ``<out>/data/synthetic`` (train volumes seeded
-    with ``seed``, test volumes with ``10_000 + seed``; none for training when ``with_train`` is false)."""
+    with ``seed``, test volumes with ``10_000 + seed``; none for training when ``with_train`` is false),
+    single-coil or, with ``coils``, multi-coil with that many birdcage coils (the same phantoms)."""
+    if data and coils is not None:
+        raise ValueError(
+            f"coils={coils} (--coils) applies to the synthetic volumes; the files in {data} carry their own"
+        )
     if data:
         files = sorted(Path(data).glob("*.h5"))
         if len(files) < 2:
@@ -136,14 +150,14 @@ def source_volumes(
         n_test = max(1, len(files) // 5)
         return files[:-n_test], files[-n_test:]
     root = Path(out) / "data" / "synthetic"
-    sizes = {"recon_size": (preset.recon_size, preset.recon_size), "num_slices": preset.slices}
+    sizes = {"recon_size": (preset.recon_size, preset.recon_size), "num_slices": preset.slices, "num_coils": coils}
     splits = {"train": (preset.train_volumes if with_train else 0, seed), "test": (preset.test_volumes, 10_000 + seed)}
     result = []
     for name, (count, split_seed) in splits.items():
         if count == 0:
             result.append([])
             continue
-        folder = root / f"{name}-{preset.recon_size}px-{preset.slices}sl"
+        folder = root / (f"{name}-{preset.recon_size}px-{preset.slices}sl" + (f"-{coils}coils" if coils else ""))
         files = sorted(folder.glob("*.h5"))
         if len(files) != count:  # build once, then reuse from the cache
             log(f"writing {count} SYNTHETIC knee volumes to {folder}")
@@ -233,19 +247,23 @@ def train_prior(
     return prior, {**info, "seconds": round(seconds, 1)}
 
 
-def shipped_prior_fits(preset: str, data: str | Path | None) -> bool:
-    """Whether the shipped knee priors fit a run: built-in synthetic data (``data=None``) at the ``cpu`` preset."""
-    return data is None and preset == "cpu"
+def shipped_prior_fits(preset: str, data: str | Path | None, coils: int | None = None) -> bool:
+    """Whether the shipped knee priors fit a run: built-in single-coil synthetic data (``data=None``,
+    ``coils=None``) at the ``cpu`` preset."""
+    return data is None and preset == "cpu" and coils is None
 
 
 def shipped_prior(
-    name: str, preset: str, *, data: str | Path | None = None, device: torch.device | str = "cpu",
-    log: Callable[[str], None] = print,
+    name: str, preset: str, *, data: str | Path | None = None, coils: int | None = None,
+    device: torch.device | str = "cpu", log: Callable[[str], None] = print,
 ) -> tuple[Prior, dict[str, Any]] | None:  # fmt: skip
     """The shipped prior ``name`` and its budget (:func:`ambient_science.pretrained.budget`) when it fits the run
     (:func:`shipped_prior_fits`), else None (and a line to ``log`` saying why)."""
-    if not shipped_prior_fits(preset, data):
-        log(f"shipped prior {name} skipped: it was trained on the built-in synthetic data at the cpu preset's grid")
+    if not shipped_prior_fits(preset, data, coils):
+        why = "the built-in synthetic data at the cpu preset's grid"
+        if coils is not None and data is None and preset == "cpu":
+            why = f"single-coil data; these volumes have {coils} coils (only the prior trained in this run is used)"
+        log(f"shipped prior {name} skipped: it was trained on {why}")
         return None
     return pretrained.load(name, map_location=device), pretrained.budget(name)
 
@@ -259,8 +277,9 @@ class KneeRun:
     ``ambient`` = ``prior`` (a checkpoint or exported prior) or else the shipped ``mri-knee-synthetic-r4``
     (``use_shipped``, when it fits); ``ambient_this_run`` = trained here at ``acceleration`` (``train_here``);
     with ``clean_baseline``: ``clean`` (shipped ``mri-knee-synthetic-clean``) and ``clean_this_run`` (trained
-    here on fully sampled images, same network and budget). ``rank``: torchrun's ``RANK`` (every rank trains,
-    only rank 0 prepares files and evaluates).
+    here on fully sampled images, same network and budget). ``coils``: multi-coil synthetic volumes with that
+    many coils (ESPIRiT maps, SENSE; no shipped prior fits them, so the in-run prior is the one evaluated).
+    ``rank``: torchrun's ``RANK`` (every rank trains, only rank 0 prepares files and evaluates).
     """
 
     out: str | Path = "runs/mri_knee"
@@ -278,6 +297,7 @@ class KneeRun:
     inference_operator: str = "full"
     seed: int = 0
     progress: bool = True
+    coils: int | None = None
     rank: int = field(default_factory=_torchrun_rank)
 
     def __post_init__(self):
@@ -285,14 +305,24 @@ class KneeRun:
             raise ValueError(f"preset {self.preset!r}: expected one of {sorted(PRESETS)}")
         if self.inference_operator not in ("full", "law", "test"):
             raise ValueError(f"inference_operator {self.inference_operator!r}: expected 'full', 'law' or 'test'")
+        if self.coils is not None and (
+            isinstance(self.coils, bool) or not isinstance(self.coils, int) or self.coils < 1
+        ):
+            raise ValueError(f"coils {self.coils!r}: expected None (single-coil) or an integer >= 1")
+        if self.coils is not None and self.data:
+            raise ValueError(
+                f"coils={self.coils} (--coils) applies to the synthetic volumes; the files in {self.data} carry "
+                "their own coils"
+            )
         if not self.train_here and not self.use_shipped:
             raise ValueError(
                 "train_here=False (--no-training) with use_shipped=False (--train-only-here): no prior to evaluate"
             )
-        if not self.train_here and self.prior is None and not shipped_prior_fits(self.preset, self.data):
+        if not self.train_here and self.prior is None and not shipped_prior_fits(self.preset, self.data, self.coils):
             raise ValueError(
                 "no prior to evaluate: train_here=False (--no-training) and no shipped prior fits preset "
-                f"{self.preset!r}{' with data=' + str(self.data) if self.data else ''}; pass prior= (--prior PATH)"
+                f"{self.preset!r}{' with data=' + str(self.data) if self.data else ''}"
+                f"{f' with coils={self.coils}' if self.coils is not None else ''}; pass prior= (--prior PATH)"
             )
 
 
@@ -309,10 +339,10 @@ def run(config: KneeRun, *, log: Callable[[str], None] = print) -> dict[str, Any
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     train_files, test_files = source_volumes(
-        out, preset, data=config.data, seed=config.seed, with_train=config.train_here, log=log
+        out, preset, data=config.data, seed=config.seed, with_train=config.train_here, coils=config.coils, log=log
     )
     data_dir = out / "data"
-    res = preset.resolution or "full"
+    res = f"{preset.resolution or 'full'}" + (f"_{config.coils}coils" if config.coils is not None else "")
     training = {"steps": config.train_steps, "seed": config.seed, "device": device, "progress": config.progress,
                 "resume": config.resume}  # fmt: skip
 
@@ -333,13 +363,17 @@ def run(config: KneeRun, *, log: Callable[[str], None] = print) -> dict[str, Any
         priors["ambient"] = load_prior(config.prior, map_location=device)
         train_info["ambient"] = {"source": str(config.prior)}
     elif config.use_shipped and (
-        shipped := shipped_prior("mri-knee-synthetic-r4", config.preset, data=config.data, device=device, log=log)
+        shipped := shipped_prior(
+            "mri-knee-synthetic-r4", config.preset, data=config.data, coils=config.coils, device=device, log=log
+        )
     ):
         priors["ambient"], train_info["ambient"] = shipped
     if config.clean_baseline:  # fully sampled images, same network and budget
         shipped = None
         if config.use_shipped:
-            shipped = shipped_prior("mri-knee-synthetic-clean", config.preset, data=config.data, device=device, log=log)
+            shipped = shipped_prior(
+                "mri-knee-synthetic-clean", config.preset, data=config.data, coils=config.coils, device=device, log=log
+            )
         if shipped is not None:
             priors["clean"], train_info["clean"] = shipped
         if config.train_here:
@@ -357,6 +391,7 @@ def run(config: KneeRun, *, log: Callable[[str], None] = print) -> dict[str, Any
             priors, test_file, test_slices=preset.test_slices, l1_lams=preset.l1_lams, tv_lams=preset.tv_lams,
             one_step_draws=preset.one_step_draws, dps_samples=preset.dps_samples, dps_steps=preset.dps_steps,
             inference_operator=config.inference_operator, seed=config.seed, device=device, progress=config.progress,
+            cg_lams=preset.cg_lams,
         )  # fmt: skip
     metrics = {
         "train": {
@@ -365,6 +400,7 @@ def run(config: KneeRun, *, log: Callable[[str], None] = print) -> dict[str, Any
             "device": str(device),
             "synthetic": config.data is None,
             "dps_inference_operator": config.inference_operator,
+            **({"coils": config.coils} if config.coils is not None else {}),  # multi-coil synthetic runs only
             **train_info,  # per prior label: source, steps, images_seen, seconds
         },
         "test": test,

@@ -3,8 +3,11 @@ fastMRI's metrics per volume (docs/design.md §8).
 
 Methods, per acceleration (one :func:`evaluate` call per test file):
 
-* ``zero_filled``: ``Aᴴ y``;
-* ``cg_sense`` (multi-coil files only): ``argmin ‖A x − y‖² + λ‖x‖²`` by conjugate gradients, ``λ = 10⁻²``;
+* ``zero_filled``: ``Aᴴ y`` (multi-coil: combined with the file's ESPIRiT maps, ``Σ_c S_cᴴ Fᴴ y_c``);
+* ``zero_filled_rss`` (multi-coil files only): the root-sum-of-squares of the zero-filled coil images
+  (fastMRI's multi-coil zero-filled baseline; needs no maps);
+* ``cg_sense`` (multi-coil files only): ``argmin ‖A x − y‖² + λ‖x‖²`` by conjugate gradients, ``λ`` picked
+  from ``cg_lams`` like L1-wavelet's (``λ = 10⁻²`` when a single value is given);
 * ``l1_wavelet``: compressed sensing, ``λ`` picked on the test slices themselves (the baseline at its best,
   conservative for the prior; ``metrics["l1_wavelet"]["lam"]`` records it, ``"lam_interior"`` whether it lies
   inside the grid rather than at an end, where a wider grid could do better);
@@ -33,7 +36,7 @@ from ambient_science.datasets.measurements import MeasurementFile
 from ambient_science.datasets.prepare import load_targets
 from ambient_science.linop import LinearOperator
 from ambient_science.metrics.mri import evaluate_volume
-from ambient_science.operators.mri_recon import cg_sense, l1_wavelet, total_variation
+from ambient_science.operators.mri_recon import cg_sense, l1_wavelet, total_variation, zero_filled_rss
 from ambient_science.sampling.likelihoods import GaussianLikelihood
 from ambient_science.sampling.prior import Prior
 from ambient_science.sampling.reconstruction import reconstruct
@@ -117,21 +120,32 @@ def evaluate(
     seed: int = 0,
     device: torch.device | str = "cpu",
     progress: bool = True,
+    cg_lams: Sequence[float] = (1e-2,),
 ) -> tuple[dict[str, dict[str, float]], dict[str, Tensor]]:
     """Every method (module docstring) on the held-out slices of ``test_file``: ``(metrics, images)``.
 
     ``metrics[method] = {"psnr", "ssim", "nmse"}``; ``images`` holds ``truth`` and every method's estimate
     (std maps included) on ``device``. A-DPS uses ``inference_operator`` as ``Ã_inf`` and a CG data-consistency
-    step (:func:`~ambient_science.sampling.reconstruction.reconstruct`).
+    step (:func:`~ambient_science.sampling.reconstruction.reconstruct`). A prior must have been trained on data
+    with the test file's coil count (its family's ``num_coils``; single-coil: None), else ``ValueError``.
     """
     batch = held_out_batch(test_file, test_slices, device)
     A, y, truth, volume = batch.A, batch.y, batch.truth, batch.volume
+    coils = None if A.coil_maps is None else A.num_coils
+    for label, prior in priors.items():
+        if getattr(prior.family, "num_coils", None) != coils:
+            raise ValueError(
+                f"prior {label!r} was trained on {_coils(getattr(prior.family, 'num_coils', None))} data; "
+                f"{test_file} is {_coils(coils)}: train a prior on data with the same coils"
+            )
     lik = GaussianLikelihood(A, y, batch.sigma)
     images = {"truth": truth, "zero_filled": A.H(y)}
+    solvers = [("l1_wavelet", l1_wavelet, l1_lams), ("total_variation", total_variation, tv_lams)]
     if A.coil_maps is not None:
-        images["cg_sense"] = cg_sense(A, y, lam=1e-2)
+        images["zero_filled_rss"] = zero_filled_rss(A, y)
+        solvers.insert(0, ("cg_sense", cg_sense, tuple(cg_lams)))
     best = {}
-    for name, solver, lams in (("l1_wavelet", l1_wavelet, l1_lams), ("total_variation", total_variation, tv_lams)):
+    for name, solver, lams in solvers:
         if not lams:
             continue
         estimates = {lam: solver(A, y, lam=lam) for lam in lams}
@@ -157,10 +171,14 @@ def evaluate(
         metrics[name]["fit_fired_fraction"] = round(float(fit.fires.float().mean()), 4)
         metrics[name]["fit_score_max"] = round(float(fit.score.max()), 4)
     for name, lam in best.items():
-        lams = sorted(l1_lams if name == "l1_wavelet" else tv_lams)
+        lams = sorted({"l1_wavelet": l1_lams, "total_variation": tv_lams, "cg_sense": cg_lams}[name])
         metrics[name]["lam"] = lam
         metrics[name]["lam_interior"] = len(lams) > 2 and lams[0] < lam < lams[-1]
     return metrics, images
+
+
+def _coils(num_coils: int | None) -> str:
+    return "single-coil" if num_coils is None else f"{num_coils}-coil"
 
 
 def l1_fallback(prior: Prior, A: LinearOperator):
@@ -178,9 +196,9 @@ def save_figure(
     path: str | Path, images_per_r: Mapping[int, Mapping[str, Tensor]], source: str = "shipped prior"
 ) -> None:
     """One row per acceleration (``images_per_r[R]`` from :func:`evaluate`), first slice: truth, zero-filled,
-    L1-wavelet, the ``ambient`` prior's one-step, A-DPS mean and std (``source`` names that prior; without one
-    the in-run prior takes those columns), the in-run prior's A-DPS mean, the clean baseline's A-DPS mean.
-    Needs matplotlib."""
+    L1-wavelet, CG-SENSE (multi-coil), the ``ambient`` prior's one-step, A-DPS mean and std (``source`` names
+    that prior; without one the in-run prior takes those columns), the in-run prior's A-DPS mean, the clean
+    baseline's A-DPS mean. Needs matplotlib."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -194,6 +212,7 @@ def save_figure(
         "truth": "truth",
         "zero_filled": "zero-filled",
         "l1_wavelet": "L1-wavelet",
+        "cg_sense": "CG-SENSE",
         "ambient_one_step": f"ambient one-step\n({main})",
         "ambient_dps": f"ambient A-DPS mean\n({main})",
         "ambient_dps_std": f"A-DPS std\n({main})",
