@@ -35,7 +35,9 @@ from ambient_science.datasets.anatomy import write_synthetic_brain_dataset
 from ambient_science.pipelines.mri import PRESETS, prepare_volumes, source_volumes
 from ambient_science.pipelines.mri_eval import evaluate
 from ambient_science.pipelines.training import train
-from ambient_science.sampling.prior import load_prior
+from ambient_science.sampling.prior import INFERENCE_OPERATORS, Prior, load_prior, trained_sigma_n
+from ambient_science.sampling.schedules_inference import InferencePrior
+from ambient_science.training.checkpoint import load_checkpoint
 from ambient_science.training.config import DataConfig, EMConfig, RunConfig, TrainConfig
 from ambient_science.training.em import em_compute
 from ambient_science.training.losses import LossConfig
@@ -147,13 +149,76 @@ def background_hf(estimate: torch.Tensor, truth: torch.Tensor) -> float:
     return round(sum(out) / len(out), 2) if out else float("nan")
 
 
+def parse_variant(spec: str) -> dict:
+    """An inference variant ``OP[,k=K][,smin=S][,switch=SIGMA:OP2][,weights=model]`` (``--variants``) as a dict:
+    ``operator`` (A-DPS's ``Ã_inf``: law, test, full, measurement), ``k`` (at least K draws of ``Ã_inf`` averaged),
+    ``smin`` (the schedule stops at σ = S and returns the denoiser's estimate there), ``switch`` ((σ, OP2): OP2
+    below σ), ``weights`` (``ema`` or the raw ``model`` weights). Its canonical spelling is the point's
+    ``operator`` key (a bare OP: the points of earlier runs)."""
+    parts = [p.strip() for p in spec.split(",") if p.strip()]
+    if not parts or parts[0] not in INFERENCE_OPERATORS:
+        raise ValueError(f"variant {spec!r}: must start with one of {INFERENCE_OPERATORS}")
+    out = {"operator": parts[0], "k": 1, "smin": None, "switch": None, "weights": "ema"}
+    for part in parts[1:]:
+        key, _, value = part.partition("=")
+        try:
+            if key == "k":
+                out["k"] = int(value)
+            elif key == "smin":
+                out["smin"] = float(value)
+            elif key == "switch":
+                sigma, _, op = value.partition(":")
+                if op not in INFERENCE_OPERATORS:
+                    raise ValueError(op)
+                out["switch"] = (float(sigma), op)
+            elif key == "weights" and value in ("ema", "model"):
+                out["weights"] = value
+            else:
+                raise ValueError(key)
+        except ValueError:
+            raise ValueError(
+                f"variant {spec!r}: bad part {part!r}; expected k=INT, smin=FLOAT, switch=FLOAT:OP "
+                f"(OP one of {INFERENCE_OPERATORS}) or weights=ema|model"
+            ) from None
+    return out
+
+
+def variant_label(v: dict) -> str:
+    label = v["operator"]
+    if v["k"] > 1:
+        label += f",k={v['k']}"
+    if v["smin"] is not None:
+        label += f",smin={v['smin']:g}"
+    if v["switch"] is not None:
+        label += f",switch={v['switch'][0]:g}:{v['switch'][1]}"
+    if v["weights"] != "ema":
+        label += f",weights={v['weights']}"
+    return label
+
+
+def variant_prior(checkpoint: Path, v: dict) -> Prior:
+    """The prior of ``checkpoint`` (EMA or raw weights) wrapped to be called as the variant ``v`` says."""
+    if v["weights"] == "ema":
+        prior = load_prior(checkpoint, map_location="cpu")
+    else:
+        ckpt = load_checkpoint(checkpoint, map_location="cpu", weights=v["weights"])
+        prior = Prior(ckpt.network, ckpt.family, sigma_n=trained_sigma_n(ckpt.config))
+        prior.config = dict(ckpt.config)
+    if v["k"] == 1 and v["smin"] is None and v["switch"] is None:
+        return prior
+    switch_sigma, low = v["switch"] if v["switch"] is not None else (None, "law")
+    return InferencePrior(prior, switch_sigma=switch_sigma, low_operator=low, min_draws=v["k"],
+                          sigma_floor=v["smin"] or 0.0)  # fmt: skip
+
+
 def evaluate_point(checkpoint: Path, label: str, test_file: Path, operator: str, args) -> dict:
-    prior = load_prior(checkpoint, map_location="cpu")
+    v = parse_variant(operator)
+    prior = variant_prior(checkpoint, v)
     t0 = time.perf_counter()
     metrics, images = evaluate(
         {label: prior}, test_file, test_slices=args.test_slices, l1_lams=PRESET.l1_lams,
         one_step_draws=PRESET.one_step_draws, dps_samples=args.dps_samples, dps_steps=args.dps_steps,
-        inference_operator=operator, seed=0, device="cpu", progress=False,
+        inference_operator=v["operator"], seed=0, device="cpu", progress=False,
     )  # fmt: skip
     for key, m in metrics.items():
         if key in images:
@@ -227,6 +292,15 @@ def write_plot(out: Path, results: dict) -> None:
     plt.close(fig)
 
 
+def point_operators(prior: str, args) -> list[str]:
+    """The canonical variant labels to evaluate for ``prior``: ``--variants`` when given, else the clean prior
+    through its fully observed operator, the EM prior (a clean-family prior: 'law' is the identity) through
+    'law', the ambient prior through ``--inference-operator``."""
+    if args.variants:
+        return [variant_label(parse_variant(v)) for v in args.variants.split(";") if v.strip()]
+    return [{"clean": "full", "em": "law"}.get(prior, args.inference_operator)]
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--out", default="/work/runs_persist/learning_curves")
@@ -241,6 +315,13 @@ def main(argv=None) -> None:
         "--inference-operator",
         default="full",
         help="A-DPS's Ã_inf of the ambient priors (clean: full; em: the identity)",
+    )
+    p.add_argument(
+        "--variants",
+        default="",
+        help="semicolon-separated inference variants of the priors, evaluated on the checkpoint of each milestone\n"
+        "(no training when that point exists): OP[,k=K][,smin=S][,switch=SIGMA:OP2][,weights=model], e.g.\n"
+        "'law;full,smin=0.05;full,switch=0.2:law;law,k=4;full,weights=model' (replaces --inference-operator)",
     )
     p.add_argument("--drop-fraction", type=float, default=0.2, help="further corruption of the ambient loss")
     p.add_argument("--tag", default="", help="suffix of the run directory and label (a variant of a prior)")
@@ -262,26 +343,34 @@ def main(argv=None) -> None:
         for images in [int(m) for m in args.milestones.split(",")]:
             for prior in args.priors.split(","):
                 name = prior + args.tag
-                # the clean prior through its fully observed operator; the EM prior is a clean-family prior ('law'
-                # is then the identity); the ambient prior through --inference-operator
-                op = {"clean": "full", "em": "law"}.get(prior, args.inference_operator)
                 todo = [
-                    R
+                    (op, R)
+                    for op in point_operators(prior, args)
                     for R in test_rs
                     if not find(results, family=family, prior=name, images=images, R=R, operator=op, eval=ev)
                 ]
                 if not todo:
                     continue
                 run_dir = out / family / name
-                print(f"[{time.strftime('%H:%M:%S')}] {family} {name}: training to {images} images", flush=True)
-                ckpt, seen, stopped = train_to(prior, files, run_dir, images, args)
-                if stopped:
-                    print(f"stopped at {seen} images ({stopped}); run the same command again to continue", flush=True)
-                    return
+                done = [
+                    q for q in results["points"] if (q["family"], q["prior"], q["images"]) == (family, name, images)
+                ]
+                if done and Path(done[0]["checkpoint"]).exists():  # a new evaluation of a trained point
+                    ckpt, seen = Path(done[0]["checkpoint"]), images
+                elif done:  # its run went on and the checkpoint was rotated away: never evaluate a later one
+                    print(f"{family} {name} at {images} images: checkpoint {done[0]['checkpoint']} is gone; skipped")
+                    continue
+                else:
+                    print(f"[{time.strftime('%H:%M:%S')}] {family} {name}: training to {images} images", flush=True)
+                    ckpt, seen, stopped = train_to(prior, files, run_dir, images, args)
+                    if stopped:
+                        print(f"stopped at {seen} images ({stopped}); run the same command again to continue",
+                              flush=True)  # fmt: skip
+                        return
                 seconds = train_seconds(run_dir, images)
-                for R in todo:
-                    print(f"[{time.strftime('%H:%M:%S')}] evaluating {family} {name} at {seen} images, R = {R}",
-                          flush=True)  # fmt: skip
+                for op, R in todo:
+                    print(f"[{time.strftime('%H:%M:%S')}] evaluating {family} {name} at {seen} images, R = {R}, "
+                          f"A-DPS through {op}", flush=True)  # fmt: skip
                     metrics = evaluate_point(ckpt, "ambient", files[f"test_r{R}"], op, args)
                     point = {
                         "family": family,

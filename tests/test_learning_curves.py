@@ -43,3 +43,17 @@ def test_table_plot_and_point_lookup(tmp_path):
     assert (tmp_path / "curves.png").stat().st_size > 0
     assert lc.find(results, prior="clean", images=10000, R=8, eval="4sl/2x32") is not None
     assert lc.find(results, prior="clean", images=10000, R=8, eval="4sl/4x48") is None
+
+
+def test_inference_variants_parse_to_canonical_labels():
+    v = lc.parse_variant(" full , smin=0.050 ,switch=0.2:law, k=4, weights=model")
+    assert v == {"operator": "full", "k": 4, "smin": 0.05, "switch": (0.2, "law"), "weights": "model"}
+    assert lc.variant_label(v) == "full,k=4,smin=0.05,switch=0.2:law,weights=model"
+    assert lc.variant_label(lc.parse_variant("law")) == "law"  # a bare operator: the points of earlier runs
+    for bad in ("everything", "full,k=x", "full,switch=0.2:all", "full,weights=best", "full,depth=3"):
+        with pytest.raises(ValueError, match="variant"):
+            lc.parse_variant(bad)
+    args = lc.argparse.Namespace(variants="law; full,smin=0.1", inference_operator="full")
+    assert lc.point_operators("ambient", args) == ["law", "full,smin=0.1"]
+    args.variants = ""
+    assert lc.point_operators("ambient", args) == ["full"] and lc.point_operators("em", args) == ["law"]
