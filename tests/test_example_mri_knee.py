@@ -42,3 +42,24 @@ def test_quick_run_writes_metrics_figure_and_checkpoint(tmp_path):
             f["y"].shape[0] == len(f["params"]["mask"])
             and not (f["y"][:] * (1 - f["params"]["mask"][:][:, None, None])).any()
         )
+
+
+@pytest.mark.slow
+def test_quick_multicoil_run_trains_through_sense_and_adds_the_sense_baselines(tmp_path):
+    out = tmp_path / "mc"
+    cmd = [sys.executable, str(ROOT / "examples" / "mri_knee.py"), "--quick", "--coils", "4", "--out", str(out),
+           "--no-progress"]  # fmt: skip
+    done = subprocess.run(cmd, check=True, timeout=300, capture_output=True, text=True)
+    assert "single-coil synthetic data; this run's volumes have 4 coils" in done.stdout  # shipped prior skipped
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["train"]["coils"] == 4 and "ambient" not in metrics["train"]
+    expected = {"zero_filled", "zero_filled_rss", "cg_sense", "l1_wavelet", "ambient_one_step_this_run",
+                "ambient_dps_this_run"}  # fmt: skip
+    for R in ("4", "8"):
+        assert set(metrics["test"][R]) == expected
+        assert all(row["psnr"] == row["psnr"] and row["psnr"] > 0 for row in metrics["test"][R].values())
+    assert (out / "reconstructions.png").stat().st_size > 10_000
+    with h5py.File(out / "data" / "train_r4_16_4coils.h5") as f:  # SENSE data: k-space per coil, maps per slice
+        assert f["y"].shape[1] == 4 and f["params"]["coil_maps"].shape[1:] == (4, 16, 16)
+        assert not (f["y"][:] * (1 - f["params"]["mask"][:][:, None, None])).any()
+    assert list((out / "data" / "synthetic").glob("*-4coils"))

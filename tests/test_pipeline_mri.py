@@ -58,3 +58,19 @@ def test_knee_run_options_are_checked():
         mri.KneeRun(train_here=False, use_shipped=False)
     assert mri.KneeRun(preset="quick", train_here=False, prior="some/checkpoint").prior == "some/checkpoint"
     assert mri.shipped_prior("mri-knee-synthetic-r4", "gpu", log=lambda msg: None) is None
+
+
+def test_knee_run_coils_option_is_checked():
+    assert not mri.shipped_prior_fits("cpu", None, coils=8) and mri.shipped_prior_fits("cpu", None, coils=None)
+    assert mri.KneeRun(coils=8, rank=0).coils == 8
+    with pytest.raises(ValueError, match="coils 0: expected None"):
+        mri.KneeRun(coils=0)
+    with pytest.raises(ValueError, match="applies to the synthetic volumes"):
+        mri.KneeRun(coils=8, data="/data/fastmri")
+    with pytest.raises(ValueError, match=r"no prior to evaluate.*coils=8"):
+        mri.KneeRun(coils=8, train_here=False)  # the shipped priors are single-coil
+    lines = []
+    assert mri.shipped_prior("mri-knee-synthetic-r4", "cpu", coils=8, log=lines.append) is None
+    assert "single-coil synthetic data; this run's volumes have 8 coils" in lines[0]
+    with pytest.raises(ValueError, match="applies to the synthetic volumes"):
+        mri.source_volumes("unused", mri.PRESETS["quick"], data="/data/fastmri", coils=4)

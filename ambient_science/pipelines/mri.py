@@ -260,10 +260,11 @@ def shipped_prior(
     """The shipped prior ``name`` and its budget (:func:`ambient_science.pretrained.budget`) when it fits the run
     (:func:`shipped_prior_fits`), else None (and a line to ``log`` saying why)."""
     if not shipped_prior_fits(preset, data, coils):
-        why = "the built-in synthetic data at the cpu preset's grid"
-        if coils is not None and data is None and preset == "cpu":
-            why = f"single-coil data; these volumes have {coils} coils (only the prior trained in this run is used)"
-        log(f"shipped prior {name} skipped: it was trained on {why}")
+        if coils is None:
+            log(f"shipped prior {name} skipped: it was trained on the built-in synthetic data at the cpu preset's grid")
+        else:
+            log(f"shipped prior {name} skipped: it was trained on single-coil synthetic data; this run's volumes have "
+                f"{coils} coils, so only a prior trained on them (in this run, or --prior) is evaluated")  # fmt: skip
         return None
     return pretrained.load(name, map_location=device), pretrained.budget(name)
 
