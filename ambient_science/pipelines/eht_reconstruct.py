@@ -88,6 +88,8 @@ class SamplerSettings:
         zeta: A-DPS's step (``guidance="normalized"``): image-norm length per step, network units.
         churn: A-DPS's EDM stochasticity.
         power_iterations: Hessian–vector products per level for DAPS's curvature estimate.
+        curvature_every: DAPS re-estimates the curvature every this many levels (and after a level whose Langevin
+            chain diverged); 1: every level.
         polish_iterations: L-BFGS iterations of a final data-consistency step per sample (0: none): the MAP
             of ``N(x; x̂, polish_r²) exp(−L(x))`` from the prior's last estimate ``x̂`` (DAPS: the last level's
             ``x̂_0``, replacing its ``x_0``, whose Langevin noise of std ``r`` in every direction the data leave
@@ -118,6 +120,7 @@ class SamplerSettings:
     zeta: float = 0.3
     churn: float = 0.0
     power_iterations: int = 6
+    curvature_every: int = 1
     polish_iterations: int = 0
     polish_r: float = 0.5
     keep_chi2: float = 2.0
@@ -349,8 +352,10 @@ def _daps(D, x: Tensor, sigmas: Tensor, lik: ClosureLikelihood, cfg: SamplerSett
         state["x0"], state["x0_hat"] = info["x0"], info["x0_hat"]
         callback(info)
 
+    kappa, stale = None, True
     for i in range(len(sigmas) - 1):
-        kappa = lik.curvature(state["x0"], generator=generator, num_iter=cfg.power_iterations)
+        if stale or i % max(1, cfg.curvature_every) == 0:
+            kappa = lik.curvature(state["x0"], generator=generator, num_iter=cfg.power_iterations)
         x_prev, x0_prev = x, state["x0"]
         with torch.no_grad():
             x = sample_daps(
@@ -366,7 +371,8 @@ def _daps(D, x: Tensor, sigmas: Tensor, lik: ClosureLikelihood, cfg: SamplerSett
             )
         # a Langevin chain that diverged (the curvature grew within the level) restarts the level from where it was
         bad = ~torch.isfinite(x).flatten(1).all(1) | ~torch.isfinite(state["x0_hat"]).flatten(1).all(1)
-        if bool(bad.any()):
+        stale = bool(bad.any())
+        if stale:
             x = torch.where(bad.view(-1, 1, 1, 1), x_prev, x)
             state["x0"] = torch.where(bad.view(-1, 1, 1, 1), x0_prev, state["x0"])
             state["x0_hat"] = torch.where(bad.view(-1, 1, 1, 1), x0_prev, state["x0_hat"])

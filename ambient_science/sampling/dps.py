@@ -45,11 +45,13 @@ from ambient_science.sampling.likelihoods import GaussianLikelihood, Likelihood
 from ambient_science.sampling.samplers import (
     Callback,
     DataConsistency,
+    StepConsistency,
     append_dims,
     apply_data_consistency,
     churn_gamma,
     randn_like,
     sigma_like,
+    step_consistency,
     warn_below_floor,
 )
 
@@ -59,6 +61,7 @@ if TYPE_CHECKING:
 __all__ = ["Guidance", "inflated_zeta", "sample_adps"]
 
 Guidance = Literal["normalized", "score"]
+Jacobian = bool | Literal["gaussian"]
 
 
 def inflated_zeta(noise_level: float | Tensor, sigma_data: float = 0.5) -> Callable[[float], float | Tensor]:
@@ -81,17 +84,28 @@ def inflated_zeta(noise_level: float | Tensor, sigma_data: float = 0.5) -> Calla
 
 
 def _guidance_gradient(
-    denoiser: Denoiser, likelihood: Likelihood, x: Tensor, sigma: float, guidance: Guidance, jacobian: bool = True
+    denoiser: Denoiser,
+    likelihood: Likelihood,
+    x: Tensor,
+    sigma: float,
+    guidance: Guidance,
+    jacobian: Jacobian = True,
+    sigma_data: float = 0.5,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """``D(x; σ)``, ``∇_x`` of the guidance objective through the network, and the loss ``L(y | D)`` (all detached).
 
     ``jacobian=False``: the network's Jacobian replaced by the identity, ``∇_D`` of the objective at ``D(x)``
-    (one forward pass, no backward)."""
-    if not jacobian:
+    (one forward pass, no backward); ``"gaussian"``: replaced by ``σ_data²/(σ² + σ_data²) I``, the Jacobian of
+    the denoiser of ``N(μ, σ_data² I)``, which shrinks as the network's does at high noise."""
+    if jacobian is not True:
+        if jacobian not in (False, "gaussian"):
+            raise ValueError(f'jacobian must be True, False or "gaussian", got {jacobian!r}')
         with torch.no_grad():
             denoised = denoiser(x.detach(), sigma_like(sigma, x))
             loss = likelihood.loss(denoised)
         grad = likelihood.grad(denoised)
+        if jacobian == "gaussian":
+            grad = grad * (sigma_data**2 / (sigma**2 + sigma_data**2))
         if guidance == "normalized":
             norm = (2.0 * loss).clamp_min(torch.finfo(loss.dtype).tiny).sqrt()
             grad = grad / append_dims(norm, grad.ndim).to(grad.real.dtype if grad.is_complex() else grad.dtype)
@@ -124,7 +138,12 @@ def sample_adps(
     data_consistency: DataConsistency = None,
     dc_lam: float = 0.0,
     dc_iter: int = 20,
-    jacobian: bool = True,
+    jacobian: Jacobian = True,
+    jacobian_sigma_max: float = float("inf"),
+    step_dc: StepConsistency = None,
+    step_dc_every: int = 1,
+    step_dc_sigma_max: float = float("inf"),
+    step_dc_iter: int = 3,
 ) -> Tensor:
     """Posterior sampling by A-DPS: EDM steps with the denoiser plus likelihood guidance through it.
 
@@ -151,7 +170,16 @@ def sample_adps(
         dc_lam, dc_iter: its ``λ`` and CG iterations.
         jacobian: differentiate the guidance through the network (DPS, default). ``False``: take the
             likelihood's gradient at ``D(x̂)`` as if ``∂D/∂x̂ = I`` (one forward pass per step instead of a forward
-            and a backward; issue #21).
+            and a backward; issue #21); ``"gaussian"``: as if ``∂D/∂x̂ = σ_data²/(σ̂² + σ_data²) I`` (the Jacobian
+            of the denoiser of a Gaussian prior; same cost as ``False``, without its overshoot at high noise).
+        jacobian_sigma_max: above this ``σ̂`` the guidance takes ``jacobian="gaussian"`` (forward only) in place of
+            the network's Jacobian (``jacobian=True`` only; default ``inf``: never).
+        step_dc: data consistency of the denoised estimate during sampling (issue #18), ``"prox"`` (the
+            noise-weighted proximal step with ``r(σ̂)``) or ``"replace"`` (noiseless lines), see
+            :func:`~ambient_science.sampling.samplers.step_consistency`: the ODE step then moves toward
+            ``DC(D(x̂))``; the guidance gradient is unchanged. ``None`` (default): none.
+        step_dc_every, step_dc_sigma_max, step_dc_iter: apply it every ``k``-th step, only where
+            ``σ̂ ≤ step_dc_sigma_max``, with this many CG iterations.
 
     Shape: ``x (B, C, H, W)`` -> ``(B, C, H, W)``.
     """
@@ -163,21 +191,33 @@ def sample_adps(
         if guidance != "score" or not isinstance(likelihood, GaussianLikelihood):
             raise ValueError('zeta=None (the inflated weight) needs guidance="score" and a GaussianLikelihood')
         zeta = inflated_zeta(likelihood.noise_level().to(x.device, torch.float32), sigma_data)
+    if step_dc is not None and step_dc_every < 1:
+        raise ValueError(f"step_dc_every must be >= 1, got {step_dc_every}")
     levels = [float(s) for s in sigmas]
     warn_below_floor(denoiser, levels)
     n = len(levels) - 1
     x = x.detach()
+
+    def consistent(denoised: Tensor, i: int, s: float) -> Tensor:
+        if step_dc is None or i % step_dc_every or s > step_dc_sigma_max:
+            return denoised
+        return step_consistency(denoised, likelihood, step_dc, s, sigma_data=sigma_data, max_iter=step_dc_iter)
+
     for i in range(n):
         sigma, sigma_next = levels[i], levels[i + 1]
         gamma = churn_gamma(sigma, n, churn, s_tmin, s_tmax)
         sigma_hat = sigma * (1.0 + gamma)
         if gamma > 0:
             x = x + math.sqrt(sigma_hat**2 - sigma**2) * s_noise * randn_like(x, generator)
-        denoised, grad, loss = _guidance_gradient(denoiser, likelihood, x, sigma_hat, guidance, jacobian)
+        jac = "gaussian" if jacobian is True and sigma_hat > jacobian_sigma_max else jacobian
+        denoised, grad, loss = _guidance_gradient(denoiser, likelihood, x, sigma_hat, guidance, jac, sigma_data)
+        denoised = consistent(denoised, i, sigma_hat)
         d = (x - denoised) / sigma_hat
         x_next = x + (sigma_next - sigma_hat) * d
         if heun and sigma_next > 0:
-            d_next = (x_next - denoiser(x_next, sigma_like(sigma_next, x_next)).detach()) / sigma_next
+            with torch.no_grad():
+                denoised_next = consistent(denoiser(x_next, sigma_like(sigma_next, x_next)), i, sigma_next)
+            d_next = (x_next - denoised_next) / sigma_next
             x_next = x + (sigma_next - sigma_hat) * 0.5 * (d + d_next)
         zeta_i = torch.as_tensor(zeta(sigma_hat) if callable(zeta) else zeta, device=x.device, dtype=torch.float32)
         scale = zeta_i if guidance == "normalized" else zeta_i * sigma_hat * (sigma_hat - sigma_next)

@@ -177,7 +177,7 @@ def reconstruct(
     fit = _fit_report(prior, likelihood, generator, safe_mode)
     device = prior.device
     C, H, W = prior.family.image_shape
-    options = dict(sampler_options or {})
+    options = {**recommended.get("options", {}), **(sampler_options or {})}
     floor = float(getattr(prior, "sigma_n", 0.0) or 0.0)
     if sigma_min is not None and sigma_min < floor:
         warnings.warn(
@@ -198,7 +198,9 @@ def reconstruct(
             x = one_step(D, likelihood, data_consistency=data_consistency, **options)
         return apply_safe_mode(summarize(x[None]), likelihood, fit, safe_mode, fallback=fallback)
 
-    s_max = sigma_max if sigma_max is not None else (10.0 if method == "daps" else 80.0)
+    if sigma_max is None:
+        sigma_max = recommended.get("sigma_max", 10.0 if method == "daps" else 80.0)
+    s_max = sigma_max
     sigmas = edm_sigmas(steps, sigma_min=min(s_min, s_max), sigma_max=s_max, device=device)
 
     def draw(g: torch.Generator, callback, copies: int = 1) -> torch.Tensor:

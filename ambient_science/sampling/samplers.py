@@ -47,11 +47,13 @@ __all__ = [
     "sample_euler",
     "sample_heun",
     "sigma_like",
+    "step_consistency",
     "warn_below_floor",
 ]
 
 Callback = Callable[[dict[str, Any]], None]
 DataConsistency = Literal["cg", "replace"] | None
+StepConsistency = Literal["prox", "replace"] | None
 
 
 def churn_gamma(sigma: float, num_steps: int, churn: float, s_tmin: float, s_tmax: float) -> float:
@@ -207,6 +209,36 @@ def apply_data_consistency(
     if mode == "replace":
         return likelihood.replace_observed(x)
     raise ValueError(f'data_consistency must be None, "cg" or "replace", got {mode!r}')
+
+
+def step_consistency(
+    denoised: Tensor,
+    likelihood: GaussianLikelihood,
+    mode: StepConsistency,
+    sigma: float,
+    *,
+    sigma_data: float = 0.5,
+    max_iter: int = 3,
+) -> Tensor:
+    """Data consistency of a sampler's denoised estimate ``x̂ = D(x_σ; σ)`` during sampling (issue #18).
+
+    ``"prox"``: ``argmin_x ||A x − y||²_W + ||x − x̂||²/r(σ)²`` with ``r(σ)² = σ² σ_data²/(σ² + σ_data²)``, the
+    spread of ``x_0`` given ``x_σ`` (as :func:`~ambient_science.sampling.dps.inflated_zeta`): each measured
+    entry becomes the noise-weighted mean of ``y`` and ``A x̂``, ``(y/σ_n² + A x̂/r²)/(1/σ_n² + 1/r²)``, by
+    ``max_iter`` CG iterations from ``x̂`` (exact in 2 for a partial isometry with one ``σ_n``: pixel masks,
+    single-coil Cartesian MRI). ``"replace"``: ``x̂ + Aᴴ(y − A x̂)``, the ``σ_n → 0`` limit (noiseless data).
+    ``None``: ``x̂`` unchanged. Shape: like ``denoised``.
+    """
+    if mode is None:
+        return denoised
+    if not hasattr(likelihood, "data_consistency"):
+        raise TypeError(f"step consistency needs a linear Gaussian likelihood, got {type(likelihood).__name__}")
+    if mode == "replace":
+        return likelihood.replace_observed(denoised)
+    if mode != "prox":
+        raise ValueError(f'step_consistency must be None, "prox" or "replace", got {mode!r}')
+    r2 = sigma**2 * sigma_data**2 / (sigma**2 + sigma_data**2)
+    return likelihood.data_consistency(denoised, lam=1.0 / max(r2, 1e-30), max_iter=max_iter)
 
 
 def one_step(
