@@ -211,18 +211,25 @@ def variant_prior(checkpoint: Path, v: dict) -> Prior:
                           sigma_floor=v["smin"] or 0.0)  # fmt: skip
 
 
-def evaluate_point(checkpoint: Path, label: str, test_file: Path, operator: str, args) -> dict:
+def evaluate_point(
+    checkpoint: Path, label: str, test_file: Path, operator: str, args, l1_metrics: dict | None = None
+) -> dict:
+    """Every method of :func:`evaluate` on the held-out slices of ``test_file``, the prior of ``checkpoint`` called
+    as the variant ``operator`` says. ``l1_metrics``: the L1-wavelet baseline of these same slices from an earlier
+    point (not recomputed: it does not depend on the prior)."""
     v = parse_variant(operator)
     prior = variant_prior(checkpoint, v)
     t0 = time.perf_counter()
     metrics, images = evaluate(
-        {label: prior}, test_file, test_slices=args.test_slices, l1_lams=PRESET.l1_lams,
+        {label: prior}, test_file, test_slices=args.test_slices, l1_lams=() if l1_metrics else PRESET.l1_lams,
         one_step_draws=PRESET.one_step_draws, dps_samples=args.dps_samples, dps_steps=args.dps_steps,
         inference_operator=v["operator"], seed=0, device="cpu", progress=False,
     )  # fmt: skip
     for key, m in metrics.items():
         if key in images:
             m["bg_hf_db"] = background_hf(images[key], images["truth"])
+    if l1_metrics:
+        metrics["l1_wavelet"] = dict(l1_metrics)
     metrics["eval_seconds"] = round(time.perf_counter() - t0, 1)
     return metrics
 
@@ -371,7 +378,9 @@ def main(argv=None) -> None:
                 for op, R in todo:
                     print(f"[{time.strftime('%H:%M:%S')}] evaluating {family} {name} at {seen} images, R = {R}, "
                           f"A-DPS through {op}", flush=True)  # fmt: skip
-                    metrics = evaluate_point(ckpt, "ambient", files[f"test_r{R}"], op, args)
+                    same = find(results, family=family, R=R, eval=ev)  # the baselines of the same slices
+                    l1 = same["metrics"]["l1_wavelet"] if same else None
+                    metrics = evaluate_point(ckpt, "ambient", files[f"test_r{R}"], op, args, l1_metrics=l1)
                     point = {
                         "family": family,
                         "prior": name,
