@@ -17,7 +17,7 @@ selects phase-encode columns (a ``(B, W)`` column mask) or k-space points (a ``(
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -26,7 +26,15 @@ from torch import Tensor
 from ambient_science.family import OperatorFamily
 from ambient_science.linop import SubsampledOperator
 from ambient_science.operators.coils import birdcage_maps
-from ambient_science.operators.fourier import checkerboards, fft2c, ifft2c
+from ambient_science.operators.fourier import (
+    checkerboards,
+    column_values,
+    fft2c,
+    ifft2c,
+    put_columns,
+    sampled_columns,
+    take_columns,
+)
 from ambient_science.operators.mri_masks import (
     COLUMN_KINDS,
     MASK_KINDS,
@@ -40,14 +48,23 @@ from ambient_science.operators.workspace import chunk_budget, chunks, empty_outp
 
 __all__ = ["CartesianMRI", "CartesianMRIFamily", "fft2c", "ifft2c"]
 
+#: prune the forward's FFT along H to the sampled columns too (measured: no faster on a CPU with MKL, whose 2-D FFT
+#: does its second pass for little more than the gather and scatter the pruning needs)
+PRUNE_FORWARD = False
 
-def _conj_times(z: Tensor, f: Tensor, out: Tensor | None = None) -> Tensor:
-    """``conj(z) ⊙ f`` for a real ``f`` broadcastable to ``z``, in one pass (a multiply by a conjugate view of
-    ``z`` would first copy it); into ``out`` when given (``out`` may be ``z``)."""
-    f2 = torch.stack([f, -f], dim=-1)
+
+def _sign_pairs(f: Tensor) -> Tensor:
+    """``(f, -f)`` along a new last axis: the factor of :func:`_conj_times` for a real ``f`` (interleaving it
+    cost about as much as the multiply itself, so the operator keeps the pairs of its mask weights)."""
+    return f.unsqueeze(-1) * f.new_tensor([1.0, -1.0])
+
+
+def _conj_times(z: Tensor, pairs: Tensor, out: Tensor | None = None) -> Tensor:
+    """``conj(z) ⊙ f`` for ``pairs = _sign_pairs(f)`` of a real ``f`` broadcastable to ``z``, in one pass (a multiply
+    by a conjugate view of ``z`` would first copy it); into ``out`` when given (``out`` may be ``z``)."""
     if out is None:
-        return torch.view_as_complex(torch.view_as_real(z) * f2)
-    torch.mul(torch.view_as_real(z), f2, out=torch.view_as_real(out))
+        return torch.view_as_complex(torch.view_as_real(z) * pairs)
+    torch.mul(torch.view_as_real(z), pairs, out=torch.view_as_real(out))
     return out
 
 
@@ -78,6 +95,11 @@ def _workspace(A: CartesianMRI, dtype: torch.dtype, device: torch.device) -> Ten
 
 def _part(ws: Tensor, s: slice, c: slice) -> Tensor:
     return ws[: s.stop - s.start, : c.stop - c.start]
+
+
+def _samples(t: Tensor, s: slice, per_sample: bool) -> Tensor:
+    """``t[s]`` when ``t`` holds one entry per sample (``per_sample``), else ``t`` itself (shared by the batch)."""
+    return t[s] if per_sample else t
 
 
 def _coil_images(maps: Tensor | None, x: Tensor, s: slice, c: slice, ws: Tensor) -> Tensor:
@@ -147,6 +169,7 @@ class CartesianMRI(SubsampledOperator):
         super().__init__((B, 1, H, W), (B, C, H, W))
         self.register_buffer("mask", mask.to(torch.float32))
         self.register_buffer("coil_maps", None if coil_maps is None else _as_complex(coil_maps))
+        self._cache: dict[str, Any] = {}
 
     # -- structure -------------------------------------------------------------------------------------
     @property
@@ -170,38 +193,85 @@ class CartesianMRI(SubsampledOperator):
         m = torch.broadcast_to(self.observed, (self.batch_size, 1, H, W))
         return (H * W) / m.reshape(self.batch_size, -1).sum(dim=1).clamp_min(1)
 
+    def sampled_columns(self) -> Tensor | None:
+        """The columns the pruned FFTs transform along H (``fourier.sampled_columns`` of the mask): ``(K,)`` for a
+        mask shared by the batch, else ``(B, K)``; ``None`` for a 2-D mask, odd sizes, a non-CPU device (measured on
+        a CPU only) or too many columns. Computed once per mask (one device sync)."""
+        H, W = self.ishape[2:]
+        if not self.is_column_mask or H % 2 or W % 2 or self.mask.device.type != "cpu":
+            return None
+        return self._derived("columns", lambda: sampled_columns(self.mask))
+
+    def _derived(self, name: str, make: Callable[[], Any]) -> Any:
+        """``make()``, kept until the mask changes (checkerboards, mask weights, column indices; none of them big)."""
+        if self.mask.requires_grad:  # a graph through the mask must not be reused
+            return make()
+        cache = self._cache
+        if cache.get("mask") is not self.mask or cache.get("version") != self.mask._version:
+            cache.clear()
+            cache.update(mask=self.mask, version=self.mask._version)
+        if name not in cache:
+            cache[name] = make()
+        return cache[name]
+
+    def _weights(self, adjoint: bool) -> tuple[Tensor, Tensor, Tensor | None]:
+        """For even sizes, the mask and checkerboards of the maps below, with the columns when pruned: forward
+        ``(c, M s c, columns)``, adjoint ``(_sign_pairs(M c), _sign_pairs(s c), columns)``; a pruned weight holds
+        only the columns, ``(1 or B, 1, H, K)``."""
+
+        def make():
+            board, signed = checkerboards(*self.ishape[2:], self.mask.device)
+            cols = self.sampled_columns()
+            fwd_cols = cols if PRUNE_FORWARD else None
+            fwd = self.observed * signed if fwd_cols is None else column_values(signed, self.mask, fwd_cols)
+            adj = self.observed * board if cols is None else column_values(board, self.mask, cols)
+            return (board, fwd, fwd_cols), (_sign_pairs(adj), _sign_pairs(signed), cols)
+
+        return self._derived("weights", make)[adjoint]
+
     # -- maps -----------------------------------------------------------------------------------------
     # With even H, W the centring shifts of F are sign flips c (see checkerboards), folded into the mask and
     # the single-coil image: F z = s c ⊙ fft2(c ⊙ z), F^H w = s c ⊙ ifft2(c ⊙ w) = s c ⊙ conj(fft2(c ⊙ conj(w))).
     # The conjugate form lets the coil sum use S itself (sum_c conj(S_c) z_c = conj(sum_c S_c conj(z_c))).
     # Without a gradient to record, the maps go through the batch in chunks of at most CHUNK_BYTES
     # (operators/workspace.py): no coil-sized temporary of the whole batch, outputs written in place.
+    # A column mask prunes the FFTs (fourier.sampled_columns): fft2 = fft_H ∘ fft_W, and the FFT along H is needed
+    # only on the K sampled columns (forward: after the FFT along W of every row; adjoint: before it, its input
+    # being zero elsewhere); the mask and the checkerboard at those columns are applied on the K columns only.
     def _forward(self, x: Tensor) -> Tensor:
         x = _as_complex(x)
-        boards = checkerboards(*self.ishape[2:], x.device)
-        if boards is None:
+        if self.ishape[2] % 2 or self.ishape[3] % 2:
             coil_images = x if self.coil_maps is None else self.coil_maps * x
             return self.observed * fft2c(coil_images)
+        board, weights, cols = self._weights(adjoint=False)
         if not needs_graph(x, self.coil_maps, self.mask):
-            return self._forward_chunked(x, *boards)
-        x = x * boards[0]
+            return self._forward_chunked(x * board, weights, cols)
+        x = x * board
         coil_images = x if self.coil_maps is None else self.coil_maps * x
-        return torch.fft.fft2(coil_images, norm="ortho").mul_(self.observed * boards[1])  # in place: a fresh FFT
+        if cols is None:
+            return torch.fft.fft2(coil_images, norm="ortho").mul_(weights)  # in place: a fresh FFT
+        rows = torch.fft.fft(coil_images, dim=-1, norm="ortho")
+        kspace = torch.fft.fft(take_columns(rows, cols), dim=-2, norm="ortho")
+        return put_columns(kspace.mul_(weights), cols, self.ishape[3])
 
     def _adjoint(self, y: Tensor) -> Tensor:
         y = _as_complex(y)
-        boards = checkerboards(*self.ishape[2:], y.device)
-        if boards is None:
+        if self.ishape[2] % 2 or self.ishape[3] % 2:
             coil_images = ifft2c(self.observed * y)
             if self.coil_maps is None:
                 return coil_images
             return (self.coil_maps.conj() * coil_images).sum(dim=1, keepdim=True)
+        pairs, final, cols = self._weights(adjoint=True)
         if not needs_graph(y, self.coil_maps, self.mask):
-            return self._adjoint_chunked(y, *boards)
-        conj_images = torch.fft.fft2(_conj_times(y, self.observed * boards[0]), norm="ortho")  # conj(ifft2(c M y))
+            return self._adjoint_chunked(y, pairs, final, cols)
+        if cols is None:
+            conj_images = torch.fft.fft2(_conj_times(y, pairs), norm="ortho")  # conj(ifft2(c M y))
+        else:
+            columns = torch.fft.fft(_conj_times(take_columns(y, cols), pairs), dim=-2, norm="ortho")
+            conj_images = torch.fft.fft(put_columns(columns, cols, self.ishape[3]), dim=-1, norm="ortho")
         if self.coil_maps is not None:
             conj_images = _times_maps(conj_images, self.coil_maps).sum(dim=1, keepdim=True)
-        return _conj_times(conj_images, boards[1])
+        return _conj_times(conj_images, final)
 
     def _normal(self, x: Tensor) -> Tensor:
         # F^H D F is a circular convolution for a diagonal D = M^2 in k-space, so the centring shifts cancel:
@@ -209,12 +279,12 @@ class CartesianMRI(SubsampledOperator):
         # (F_H^H F_H = I). In the conjugate form of _adjoint: A^H A x = conj(sum_c S_c fft(D' ⊙ conj(fft(S_c x)))).
         x = _as_complex(x)
         dims = (-1,) if self.is_column_mask else (-2, -1)
-        weights = torch.fft.ifftshift(self.observed * self.observed, dim=dims)
+        pairs = self._derived("normal", lambda: _sign_pairs(torch.fft.ifftshift(self.observed**2, dim=dims)))
         maps = self.coil_maps
         if needs_graph(x, maps, self.mask):
             coil_images = x if maps is None else maps * x
             conj_images = torch.fft.fftn(
-                _conj_times(torch.fft.fftn(coil_images, dim=dims, norm="ortho"), weights), dim=dims, norm="ortho"
+                _conj_times(torch.fft.fftn(coil_images, dim=dims, norm="ortho"), pairs), dim=dims, norm="ortho"
             )
             if maps is not None:
                 conj_images = _times_maps(conj_images, maps).sum(dim=1, keepdim=True)
@@ -224,31 +294,49 @@ class CartesianMRI(SubsampledOperator):
         for s, c in chunks(*self.oshape[:2], _plane_bytes(self, out.dtype), chunk_budget(out.device)):
             coil_images = _coil_images(maps, x, s, c, ws)
             kspace = torch.fft.fftn(coil_images, dim=dims, norm="ortho")
-            conj_images = torch.fft.fftn(_conj_times(kspace, weights[s], out=kspace), dim=dims, norm="ortho")
+            conj_images = torch.fft.fftn(_conj_times(kspace, pairs[s], out=kspace), dim=dims, norm="ortho")
             _accumulate(out, conj_images, maps, s, c)
         torch.view_as_real(out)[..., 1].neg_()
         return out
 
-    def _forward_chunked(self, x: Tensor, board: Tensor, signed_board: Tensor) -> Tensor:
+    def _forward_chunked(self, x: Tensor, weights: Tensor, cols: Tensor | None) -> Tensor:
+        """``x`` already times the input board; ``weights`` per sample, or shared when the columns are."""
         maps = self.coil_maps
-        y = empty_output(self.oshape, _result_dtype(x, maps), x.device)
-        x = x * board
-        weights = self.observed * signed_board
-        ws = _workspace(self, y.dtype, x.device)
-        for s, c in chunks(*self.oshape[:2], _plane_bytes(self, y.dtype), chunk_budget(y.device)):
+        dtype = _result_dtype(x, maps)
+        parts = list(chunks(*self.oshape[:2], _plane_bytes(self, dtype), chunk_budget(x.device)))
+        ws = _workspace(self, dtype, x.device)
+        if cols is None and len(parts) == 1:  # one chunk: the fresh FFT is the output
+            return torch.fft.fft2(_coil_images(maps, x, *parts[0], ws), norm="ortho").mul_(weights)
+        y = empty_output(self.oshape, dtype, x.device)
+        per_sample = weights.shape[0] > 1
+        for s, c in parts:
             coil_images = _coil_images(maps, x, s, c, ws)
-            torch.mul(torch.fft.fft2(coil_images, norm="ortho"), weights[s], out=y[s, c])
+            if cols is None:
+                torch.mul(torch.fft.fft2(coil_images, norm="ortho"), _samples(weights, s, per_sample), out=y[s, c])
+                continue
+            cols_s = _samples(cols, s, cols.ndim == 2)
+            rows = torch.fft.fft(coil_images, dim=-1, norm="ortho")
+            kspace = torch.fft.fft(take_columns(rows, cols_s), dim=-2, norm="ortho")
+            put_columns(kspace.mul_(_samples(weights, s, per_sample)), cols_s, y.shape[-1], out=y[s, c].zero_())
         return y
 
-    def _adjoint_chunked(self, y: Tensor, board: Tensor, signed_board: Tensor) -> Tensor:
+    def _adjoint_chunked(self, y: Tensor, pairs: Tensor, final: Tensor, cols: Tensor | None) -> Tensor:
         maps = self.coil_maps
         out = empty_output(self.ishape, _result_dtype(y, maps), y.device)
-        weights = self.observed * board
+        per_sample = pairs.shape[0] > 1
         ws = _workspace(self, out.dtype, y.device)
         for s, c in chunks(*self.oshape[:2], _plane_bytes(self, out.dtype), chunk_budget(out.device)):
-            masked = _conj_times(y[s, c], weights[s], out=_part(ws, s, c))
-            _accumulate(out, torch.fft.fft2(masked, norm="ortho"), maps, s, c)
-        return _conj_times(out, signed_board, out=out)
+            pairs_s = _samples(pairs, s, per_sample)
+            if cols is None:
+                conj_images = torch.fft.fft2(_conj_times(y[s, c], pairs_s, out=_part(ws, s, c)), norm="ortho")
+            else:
+                cols_s = _samples(cols, s, cols.ndim == 2)
+                taken = take_columns(y[s, c], cols_s)
+                columns = torch.fft.fft(_conj_times(taken, pairs_s, out=taken), dim=-2, norm="ortho")
+                columns = put_columns(columns, cols_s, out.shape[-1], out=_part(ws, s, c).zero_())
+                conj_images = torch.fft.fft(columns, dim=-1, norm="ortho")
+            _accumulate(out, conj_images, maps, s, c)
+        return _conj_times(out, final, out=out)
 
     # -- ambient training ------------------------------------------------------------------------------
     def restrict(self, keep: Tensor) -> CartesianMRI:
