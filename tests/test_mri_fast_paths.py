@@ -1,11 +1,13 @@
 """CartesianMRI's two code paths agree: the chunked no-gradient path (workspace buffers, ``out=`` products, coil
-chunks, the rows-only normal of a column mask) and the functional path autograd records; gradients flow."""
+chunks, the rows-only normal of a column mask) and the functional path autograd records; gradients flow. A column
+mask's pruned FFTs (along H on the sampled columns only) agree with the dense reference."""
 
 import numpy as np
 import pytest
 import torch
 
-from ambient_science.operators import CartesianMRI, workspace
+from ambient_science.operators import CartesianMRI, mri, workspace
+from ambient_science.operators.fourier import sampled_columns
 from ambient_science.operators.workspace import chunks, empty_output, needs_graph
 
 
@@ -105,3 +107,100 @@ def test_empty_output_and_needs_graph():
     assert needs_graph(None, x) and not needs_graph(x.detach(), None)
     with torch.no_grad():
         assert not needs_graph(x)
+
+
+# -- column-pruned FFTs ------------------------------------------------------------------------------------------
+def _column_masks(B, W, shared, seed=0):
+    """Sparse random column masks (about W / 4 columns, different counts per sample unless ``shared``)."""
+    g = torch.Generator().manual_seed(seed)
+    mask = torch.zeros(B, W)
+    for b in range(1 if shared else B):
+        mask[b, torch.randperm(W, generator=g)[: W // 4 + b % 3]] = 1.0
+    return mask[:1].expand(B, W).clone() if shared else mask
+
+
+@pytest.mark.parametrize("prune_forward", [False, True])
+@pytest.mark.parametrize("budget", [None, 1, 3 * 8 * 12 * 8])
+@pytest.mark.parametrize("coils", [None, 5])
+@pytest.mark.parametrize("shared", [False, True])
+def test_pruned_paths_match_reference_and_dense_path(monkeypatch, prune_forward, budget, coils, shared):
+    monkeypatch.setattr(mri, "PRUNE_FORWARD", prune_forward)
+    if budget is not None:
+        monkeypatch.setattr(workspace, "CHUNK_BYTES", budget)
+    B, H, W = 6, 8, 16
+    mask = _column_masks(B, W, shared)
+    maps = None if coils is None else _crandn(B, coils, H, W, seed=1)
+    A = CartesianMRI(mask, maps, image_shape=(1, H, W))
+    cols = A.sampled_columns()
+    assert cols is not None and cols.ndim == (1 if shared else 2)
+    x, y = _crandn(B, 1, H, W, seed=5), _crandn(*A.oshape, seed=6)
+    m, s = mask.numpy(), None if maps is None else maps.numpy()
+    with torch.no_grad():
+        fwd, adj, nrm = A(x), A.H(y), A.N(x)
+    np.testing.assert_allclose(fwd.numpy(), _np_forward(x.numpy(), m, s), atol=2e-5)
+    np.testing.assert_allclose(adj.numpy(), _np_adjoint(y.numpy(), m, s), atol=2e-5)
+    np.testing.assert_allclose(nrm.numpy(), _np_adjoint(_np_forward(x.numpy(), m, s), m, s), atol=2e-5)
+    torch.testing.assert_close(A.H(fwd), nrm, atol=2e-5, rtol=1e-5)  # the pruned adjoint agrees with A.N
+    xg, yg = x.clone().requires_grad_(), y.clone().requires_grad_()
+    torch.testing.assert_close(A(xg).detach(), fwd, atol=2e-5, rtol=1e-5)
+    torch.testing.assert_close(A.H(yg).detach(), adj, atol=2e-5, rtol=1e-5)
+
+
+@pytest.mark.slow
+def test_pruned_paths_are_adjoint_and_differentiable(monkeypatch):
+    monkeypatch.setattr(mri, "PRUNE_FORWARD", True)
+    B, H, W = 3, 6, 8
+    mask = torch.tensor([[1.0, 0, 0, 1, 0, 0, 0, 0], [0, 1, 0, 0, 0, 0, 0, 0], [0, 0, 0, 1, 1, 0, 1, 0]])
+    maps = _crandn(B, 2, H, W, seed=1, dtype=torch.float64)
+    A = CartesianMRI(mask, maps)
+    assert A.sampled_columns().shape == (B, 3)
+    x = _crandn(B, 1, H, W, seed=3, dtype=torch.float64).requires_grad_()
+    y = _crandn(*A.oshape, seed=4, dtype=torch.float64).requires_grad_()
+    with torch.no_grad():  # <A x, y> = <x, A^H y>, chunked and graph paths
+        lhs, rhs = torch.vdot(A(x).flatten(), y.flatten()), torch.vdot(x.flatten(), A.H(y).flatten())
+    torch.testing.assert_close(lhs, rhs, atol=1e-12, rtol=1e-12)
+    torch.testing.assert_close(torch.vdot(A(x).flatten(), y.flatten()), lhs.to(torch.complex128))
+    assert torch.autograd.gradcheck(lambda v: A(v), (x,))
+    assert torch.autograd.gradcheck(lambda v: A.H(v), (y,))
+    target = A(x.detach()) + 0.1
+    (grad,) = torch.autograd.grad(0.5 * (A(x) - target).abs().square().sum(), x)
+    with torch.no_grad():
+        torch.testing.assert_close(grad, A.H(A(x) - target))
+
+
+def test_sampled_columns_fall_back_to_the_dense_path():
+    g = torch.Generator().manual_seed(0)
+    dense = (torch.rand(2, 16, generator=g) > 0.2).float()  # more than half the columns
+    assert CartesianMRI(dense, image_shape=(1, 8, 16)).sampled_columns() is None
+    assert CartesianMRI((torch.rand(2, 9, 16, generator=g) > 0.7).float()).sampled_columns() is None  # 2-D mask
+    assert CartesianMRI(_column_masks(2, 7, False), image_shape=(1, 8, 7)).sampled_columns() is None  # odd W
+    assert CartesianMRI(_column_masks(2, 8, False), image_shape=(1, 9, 8)).sampled_columns() is None  # odd H
+    empty = CartesianMRI(torch.zeros(2, 8), image_shape=(1, 6, 8))  # nothing sampled: one zero-weight column
+    assert empty.sampled_columns().shape == (1,)
+    with torch.no_grad():
+        assert not empty.H(_crandn(2, 1, 6, 8)).abs().any()
+
+
+def test_sampled_columns_pad_with_unsampled_columns():
+    mask = torch.tensor([[0.0, 1, 0, 1, 1, 0], [1, 0, 0, 0, 0, 0], [0, 0, 0, 0, 0, 0]])
+    cols = sampled_columns(mask, max_fraction=1.0)
+    assert cols.shape == (3, 3)
+    for row, c in zip(mask, cols):
+        n = int(row.sum())
+        assert sorted(c[:n].tolist()) == row.nonzero().flatten().tolist() and not row[c[n:]].any()
+    assert sampled_columns(mask[:1].expand(4, 6), max_fraction=1.0).tolist() == [1, 3, 4]
+    assert sampled_columns(mask, max_fraction=0.4) is None
+
+
+def test_mask_weights_follow_a_changed_mask():
+    A = CartesianMRI(_column_masks(2, 16, False), _crandn(2, 3, 8, 16, seed=1))
+    x = _crandn(2, 1, 8, 16, seed=2)
+    with torch.no_grad():
+        A(x), A.H(A(x))  # weights and columns computed and kept
+        A.mask[:, :2] = 1.0  # in place: the kept weights must not be reused
+        m, s = A.mask.numpy(), A.coil_maps.numpy()
+        np.testing.assert_allclose(A(x).numpy(), _np_forward(x.numpy(), m, s), atol=2e-5)
+        y = A(x)
+        np.testing.assert_allclose(A.H(y).numpy(), _np_adjoint(y.numpy(), m, s), atol=2e-5)
+        A.mask = _column_masks(2, 16, True, seed=3)  # a new mask tensor (as after .to(device))
+        np.testing.assert_allclose(A.H(y).numpy(), _np_adjoint(y.numpy(), A.mask.numpy(), s), atol=2e-5)

@@ -62,6 +62,26 @@ def test_adjoint_and_normal_single_and_multi_coil(coils):
     assert A.oshape == (3, coils or 1, 12, 16)
 
 
+@pytest.mark.parametrize("shared", [False, True])
+def test_adjoint_and_normal_with_pruned_column_ffts(shared):
+    """A sparse column mask takes the pruned FFTs (along H on the sampled columns only); a shared mask one column
+    set for the batch, different masks one per sample."""
+    B, H, W = 4, 12, 16
+    g = _g(2)
+    mask = torch.zeros(B, W)
+    for b in range(B):
+        mask[b, torch.randperm(W, generator=g)[: 3 + b]] = 1.0
+    if shared:
+        mask = mask[:1].expand(B, W).clone()
+    A = CartesianMRI(mask, _crandn(B, 3, H, W, seed=4))
+    assert A.sampled_columns().ndim == (1 if shared else 2)
+    assert check_adjoint(A, torch.complex64) < 1e-6
+    assert check_normal(A, torch.complex64) < 1e-6
+    x = _crandn(B, 1, H, W, seed=5)
+    ref = _np_forward(x.numpy(), mask.numpy(), A.coil_maps.numpy())
+    np.testing.assert_allclose(A(x).numpy(), ref, atol=2e-5)
+
+
 def test_shapes_params_restrict_and_errors():
     mask = torch.tensor([[1.0, 0, 1, 1], [0, 1, 1, 0]])
     A = CartesianMRI(mask, image_shape=(1, 6, 4))
