@@ -49,14 +49,11 @@ def ifft2c(y: Tensor) -> Tensor:
 # With a phase-encode column mask, the 2-D FFT factors as fft_H ∘ fft_W: the forward needs the FFT along W of every
 # row but the FFT along H only of the K sampled columns; the adjoint, whose input is zero off those columns, the
 # inverse FFT along H of K columns and the inverse FFT along W of every row: about (1 + K/W)/2 of the 2-D work.
-#: pruning is used while the largest per-sample column count K is at most this fraction of W
-PRUNE_FRACTION = 0.5
-
-
-def sampled_columns(mask: Tensor, max_fraction: float = PRUNE_FRACTION) -> Tensor | None:
+def sampled_columns(mask: Tensor, max_fraction: float = 0.5) -> Tensor | None:
     """Column indices for :func:`take_columns`: ``(K,)`` when every row of the ``(B, W)`` 0/1 ``mask`` is the same,
     else ``(B, K)`` (per sample its sampled columns, then unsampled ones up to ``K``, the largest count); ``None``
-    when ``K > max_fraction · W`` (then the 2-D FFT is cheaper). Padding columns are unsampled, so a caller that
+    when ``K > max_fraction · W`` (then the 2-D FFT is cheaper; where the break-even lies depends on the FFT
+    library, see operators/mri.py). Padding columns are unsampled, so a caller that
     multiplies by the mask at the taken columns writes zeros there, which they are.
 
         >>> sampled_columns(torch.tensor([[0.0, 1, 0, 1, 0, 0], [1, 0, 0, 0, 0, 0]]))

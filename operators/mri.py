@@ -48,9 +48,12 @@ from ambient_science.operators.workspace import chunk_budget, chunks, empty_outp
 
 __all__ = ["CartesianMRI", "CartesianMRIFamily", "fft2c", "ifft2c"]
 
-#: prune the forward's FFT along H to the sampled columns too (measured: no faster on a CPU with MKL, whose 2-D FFT
-#: does its second pass for little more than the gather and scatter the pruning needs)
-PRUNE_FORWARD = False
+#: largest fraction K / W of sampled columns for which the adjoint (forward) prunes its FFT along H to the K columns.
+#: Measured break-even, 8 coils 320², one CPU thread with MKL (whose 2-D FFT does its second pass for little more
+#: than the gather, zeroing and scatter pruning needs), pruned over dense CPU time: adjoint K = 40: 1.15×, 80: 1.01–
+#: 1.04×, 128: 0.86×; forward K = 20: 1.14×, 40: 1.06×, 80: 0.93×.
+PRUNE_ADJOINT = 0.28
+PRUNE_FORWARD = 0.15
 
 
 def _sign_pairs(f: Tensor) -> Tensor:
@@ -196,11 +199,12 @@ class CartesianMRI(SubsampledOperator):
     def sampled_columns(self) -> Tensor | None:
         """The columns the pruned FFTs transform along H (``fourier.sampled_columns`` of the mask): ``(K,)`` for a
         mask shared by the batch, else ``(B, K)``; ``None`` for a 2-D mask, odd sizes, a non-CPU device (measured on
-        a CPU only) or too many columns. Computed once per mask (one device sync)."""
+        a CPU only) or more columns than ``PRUNE_ADJOINT`` and ``PRUNE_FORWARD`` allow. Computed once per mask (one
+        device sync)."""
         H, W = self.ishape[2:]
         if not self.is_column_mask or H % 2 or W % 2 or self.mask.device.type != "cpu":
             return None
-        return self._derived("columns", lambda: sampled_columns(self.mask))
+        return self._derived("columns", lambda: sampled_columns(self.mask, max(PRUNE_ADJOINT, PRUNE_FORWARD)))
 
     def _derived(self, name: str, make: Callable[[], Any]) -> Any:
         """``make()``, kept until the mask changes (checkerboards, mask weights, column indices; none of them big)."""
@@ -221,11 +225,12 @@ class CartesianMRI(SubsampledOperator):
 
         def make():
             board, signed = checkerboards(*self.ishape[2:], self.mask.device)
-            cols = self.sampled_columns()
-            fwd_cols = cols if PRUNE_FORWARD else None
+            cols, W = self.sampled_columns(), self.ishape[3]
+            fwd_cols = cols if cols is not None and cols.shape[-1] <= PRUNE_FORWARD * W else None
+            adj_cols = cols if cols is not None and cols.shape[-1] <= PRUNE_ADJOINT * W else None
             fwd = self.observed * signed if fwd_cols is None else column_values(signed, self.mask, fwd_cols)
-            adj = self.observed * board if cols is None else column_values(board, self.mask, cols)
-            return (board, fwd, fwd_cols), (_sign_pairs(adj), _sign_pairs(signed), cols)
+            adj = self.observed * board if adj_cols is None else column_values(board, self.mask, adj_cols)
+            return (board, fwd, fwd_cols), (_sign_pairs(adj), _sign_pairs(signed), adj_cols)
 
         return self._derived("weights", make)[adjoint]
 

@@ -124,7 +124,8 @@ def _column_masks(B, W, shared, seed=0):
 @pytest.mark.parametrize("coils", [None, 5])
 @pytest.mark.parametrize("shared", [False, True])
 def test_pruned_paths_match_reference_and_dense_path(monkeypatch, prune_forward, budget, coils, shared):
-    monkeypatch.setattr(mri, "PRUNE_FORWARD", prune_forward)
+    monkeypatch.setattr(mri, "PRUNE_ADJOINT", 0.5)
+    monkeypatch.setattr(mri, "PRUNE_FORWARD", 0.5 if prune_forward else 0.0)
     if budget is not None:
         monkeypatch.setattr(workspace, "CHUNK_BYTES", budget)
     B, H, W = 6, 8, 16
@@ -148,7 +149,8 @@ def test_pruned_paths_match_reference_and_dense_path(monkeypatch, prune_forward,
 
 @pytest.mark.slow
 def test_pruned_paths_are_adjoint_and_differentiable(monkeypatch):
-    monkeypatch.setattr(mri, "PRUNE_FORWARD", True)
+    monkeypatch.setattr(mri, "PRUNE_ADJOINT", 0.5)
+    monkeypatch.setattr(mri, "PRUNE_FORWARD", 0.5)
     B, H, W = 3, 6, 8
     mask = torch.tensor([[1.0, 0, 0, 1, 0, 0, 0, 0], [0, 1, 0, 0, 0, 0, 0, 0], [0, 0, 0, 1, 1, 0, 1, 0]])
     maps = _crandn(B, 2, H, W, seed=1, dtype=torch.float64)
@@ -168,7 +170,8 @@ def test_pruned_paths_are_adjoint_and_differentiable(monkeypatch):
         torch.testing.assert_close(grad, A.H(A(x) - target))
 
 
-def test_sampled_columns_fall_back_to_the_dense_path():
+def test_sampled_columns_fall_back_to_the_dense_path(monkeypatch):
+    monkeypatch.setattr(mri, "PRUNE_ADJOINT", 0.5)
     g = torch.Generator().manual_seed(0)
     dense = (torch.rand(2, 16, generator=g) > 0.2).float()  # more than half the columns
     assert CartesianMRI(dense, image_shape=(1, 8, 16)).sampled_columns() is None
@@ -179,6 +182,11 @@ def test_sampled_columns_fall_back_to_the_dense_path():
     assert empty.sampled_columns().shape == (1,)
     with torch.no_grad():
         assert not empty.H(_crandn(2, 1, 6, 8)).abs().any()
+    sparse = _column_masks(2, 16, False)  # 4 and 5 of 16 columns: pruned up to the thresholds
+    monkeypatch.setattr(mri, "PRUNE_ADJOINT", 0.25)
+    assert CartesianMRI(sparse, image_shape=(1, 8, 16)).sampled_columns() is None
+    monkeypatch.setattr(mri, "PRUNE_FORWARD", 0.32)
+    assert CartesianMRI(sparse, image_shape=(1, 8, 16)).sampled_columns().shape == (2, 5)
 
 
 def test_sampled_columns_pad_with_unsampled_columns():
@@ -192,7 +200,8 @@ def test_sampled_columns_pad_with_unsampled_columns():
     assert sampled_columns(mask, max_fraction=0.4) is None
 
 
-def test_mask_weights_follow_a_changed_mask():
+def test_mask_weights_follow_a_changed_mask(monkeypatch):
+    monkeypatch.setattr(mri, "PRUNE_ADJOINT", 0.5)
     A = CartesianMRI(_column_masks(2, 16, False), _crandn(2, 3, 8, 16, seed=1))
     x = _crandn(2, 1, 8, 16, seed=2)
     with torch.no_grad():
