@@ -240,9 +240,10 @@ class CartesianMRI(SubsampledOperator):
     # The conjugate form lets the coil sum use S itself (sum_c conj(S_c) z_c = conj(sum_c S_c conj(z_c))).
     # Without a gradient to record, the maps go through the batch in chunks of at most CHUNK_BYTES
     # (operators/workspace.py): no coil-sized temporary of the whole batch, outputs written in place.
-    # A column mask prunes the FFTs (fourier.sampled_columns): fft2 = fft_H ∘ fft_W, and the FFT along H is needed
-    # only on the K sampled columns (forward: after the FFT along W of every row; adjoint: before it, its input
-    # being zero elsewhere); the mask and the checkerboard at those columns are applied on the K columns only.
+    # A column mask with few enough columns (PRUNE_ADJOINT, PRUNE_FORWARD) prunes the FFTs (fourier.sampled_columns):
+    # fft2 = fft_H ∘ fft_W, and the FFT along H is needed only on the K sampled columns (forward: after the FFT along
+    # W of every row; adjoint: before it, its input being zero elsewhere); mask and checkerboard act on K columns.
+    # The mask weights (and their sign pairs) are computed once per mask (_derived), not once per call.
     def _forward(self, x: Tensor) -> Tensor:
         x = _as_complex(x)
         if self.ishape[2] % 2 or self.ishape[3] % 2:
