@@ -13,6 +13,7 @@ Run (CPU, the defaults are sized for a laptop-class CPU):
     python benchmarks/bench_sampling.py --device cuda --size 256 --batch 8     # on a GPU
     python benchmarks/bench_sampling.py --closure 2      # the black-hole example's DAPS / A-DPS, 2 observations
     python benchmarks/bench_sampling.py --mri runs/mri_knee/data/test_r4_64.h5   # the MRI example's A-DPS variants
+    python benchmarks/bench_sampling.py --closure-variants 0 1   # the black-hole DAPS: settings vs time and quality
 
 Timings are interleaved: each repeat times one forward, one forward + backward and the sampler run back
 to back, and the table reports medians over ``--repeats`` of the per-repeat ratios, so a shared, busy
@@ -40,7 +41,14 @@ from ambient_science.sampling.prior import Prior
 from ambient_science.sampling.samplers import initial_noise, one_step, sample_euler, sample_heun, sigma_like
 from ambient_science.schedules import edm_sigmas
 
-__all__ = ["ROW_SETS", "adps_seconds_per_slice", "closure_reconstruction", "run"]
+__all__ = [
+    "ROW_SETS",
+    "adps_seconds_per_slice",
+    "closure_reconstruction",
+    "closure_variants",
+    "mri_reconstruction",
+    "run",
+]
 
 #: which sampler rows a run times: "all" (the CLI default) or the A-DPS / DAPS rows of the report
 ROW_SETS = ("all", "report")
@@ -261,19 +269,114 @@ def closure_reconstruction(
     return out
 
 
-#: the MRI A-DPS variants :func:`mri_reconstruction` times: (label, num_samples, steps, sample_batch, sigma_max[,
-#: sampler options])
-MRI_VARIANTS: tuple[tuple, ...] = (
-    ("4 samples x 48 steps from 80, one run per sample (before #21)", 4, 48, 1, 80.0),
-    ("4 samples x 48 steps from 80, batched", 4, 48, None, 80.0),
-    ("4 samples x 16 steps from 80, batched", 4, 16, None, 80.0),
-    ("4 samples x 16 steps from 10, batched", 4, 16, None, 10.0),
-    ("4 samples x 12 steps from 10, batched", 4, 12, None, 10.0),
-    ("4 samples x 24 steps from 80, batched", 4, 24, None, 80.0),
-    ("2 samples x 48 steps from 80, batched", 2, 48, None, 80.0),
-    ("4 samples x 48 steps from 80, batched, no network Jacobian", 4, 48, None, 80.0, {"jacobian": False}),
-    ("4 samples x 32 steps from 80, batched, no network Jacobian", 4, 32, None, 80.0, {"jacobian": False}),
+#: the black-hole DAPS variants :func:`closure_variants` runs: (label, changes to the example's DAPS settings);
+#: the first is the reference of the paired per-observation differences
+CLOSURE_VARIANTS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("example's DAPS (30 levels, 10 Langevin, curvature every level)", {"curvature_every": 1}),
+    ("curvature every 3 levels", {"curvature_every": 3}),
+    ("curvature every 5 levels", {"curvature_every": 5}),
+    ("20 levels, curvature every 3", {"levels": 20, "curvature_every": 3}),
+    ("polish 100 + mean polish 100 iterations", {"polish_iterations": 100, "polish_mean_iterations": 100}),
 )
+
+
+def closure_variants(
+    *, observations: int = 8, seed: int = 11, variants=CLOSURE_VARIANTS, report: Callable | None = None
+) -> list[dict[str, Any]]:
+    """The black-hole example's DAPS (shipped ``black-hole-eht2017-32``, its held-out observations, seed 0 as the
+    example) with changed settings: wall and CPU time per observation, the seconds spent in the final
+    data-consistency steps (L-BFGS polish), and per observation the point estimate's blurred PSNR and closure-phase
+    / log-closure-amplitude χ² with differences paired with the first variant; the samples' fit fraction."""
+    import dataclasses
+
+    import ambient_science.pipelines.eht_reconstruct as eht_reconstruct
+    from ambient_science import pretrained
+    from ambient_science.pipelines.eht import closure_observation, held_out_observations
+    from ambient_science.pipelines.eht_eval import image_metrics, sample_stats
+    from ambient_science.pipelines.eht_setup import DAPS, Setup
+
+    prior = pretrained.load("black-hole-eht2017-32")
+    setup = Setup()
+    cases = held_out_observations(observations, setup.npix, setup.fov_uas, seed=0)
+    closures = [closure_observation(c.obs) for c in cases]
+    polish = eht_reconstruct._polish
+    spent = [0.0]
+
+    def timed_polish(*args, **kwargs):
+        t = time.perf_counter()
+        try:
+            return polish(*args, **kwargs)
+        finally:
+            spent[0] += time.perf_counter() - t
+
+    rows, reference = [], None
+    for label, changes in variants:
+        cfg = dataclasses.replace(DAPS, **changes)
+        g = torch.Generator().manual_seed(seed)
+        spent[0] = 0.0
+        eht_reconstruct._polish = timed_polish
+        try:
+            t, cpu = time.perf_counter(), time.process_time()
+            post = eht_reconstruct.reconstruct_closure(
+                prior, [c.obs for c in cases], [c.total_flux for c in cases], num_samples=setup.num_samples,
+                generator=g, settings=cfg, closures=closures, progress=False,
+            )  # fmt: skip
+            seconds, cpu = time.perf_counter() - t, time.process_time() - cpu
+        finally:
+            eht_reconstruct._polish = polish
+        per = [
+            image_metrics(post.estimate[i, 0].cpu().numpy(), c.truth, c.obs, prior.family.pixel_size,
+                          blur_fwhm_uas=setup.blur_fwhm_uas, closure=closures[i])
+            for i, c in enumerate(cases)
+        ]  # fmt: skip
+        blur = [r["blur_psnr"] for r in per]
+        reference = reference or blur
+        d = [a - b for a, b in zip(blur, reference)]
+        rows.append({
+            "variant": label, "settings": changes, "s_per_obs": seconds / observations,
+            "cpu_s_per_obs": cpu / observations, "polish_s_per_obs": spent[0] / observations,
+            "blur_psnr": statistics.mean(blur), "blur_psnr_per_obs": blur, "d_blur_psnr": statistics.mean(d),
+            "d_blur_psnr_se": statistics.stdev(d) / len(d) ** 0.5 if len(d) > 1 else 0.0,
+            "chi2_cphase": statistics.mean(r["chi2_cphase"] for r in per),
+            "chi2_logcamp": statistics.mean(r["chi2_logcamp"] for r in per),
+            "fit_fraction": sample_stats(post).get("fit_fraction"),
+        })  # fmt: skip
+        if report is not None:
+            report(rows[-1])
+    return rows
+
+
+#: the MRI A-DPS variants :func:`mri_reconstruction` times: (label, num_samples, steps, sample_batch, sigma_max[,
+#: sampler options]); the first is the reference of the paired per-slice differences
+MRI_VARIANTS: tuple[tuple, ...] = (
+    ("4 samples x 48 steps from 80, one run per sample (before #21)", 4, 48, 1, 80.0, {"step_dc": None}),
+    ("4 samples x 48 steps from 80, batched", 4, 48, None, 80.0, {"step_dc": None}),
+    ("4 samples x 16 steps from 80, batched", 4, 16, None, 80.0, {"step_dc": None}),
+    ("4 samples x 16 steps from 10, batched", 4, 16, None, 10.0, {"step_dc": None}),
+    ("4 samples x 12 steps from 10, batched", 4, 12, None, 10.0, {"step_dc": None}),
+    ("4 samples x 24 steps from 80, batched", 4, 24, None, 80.0, {"step_dc": None}),
+    ("2 samples x 48 steps from 80, batched", 2, 48, None, 80.0, {"step_dc": None}),
+    ("4 samples x 48 steps from 80, batched, no network Jacobian", 4, 48, None, 80.0,
+     {"jacobian": False, "step_dc": None}),
+    ("4 samples x 32 steps from 80, batched, no network Jacobian", 4, 32, None, 80.0,
+     {"jacobian": False, "step_dc": None}),
+    ("4 samples x 48 steps from 80, prox data consistency per step (#18)", 4, 48, 1, 80.0, {"step_dc": "prox"}),
+    ("4 samples x 32 steps from 10, prox per step", 4, 32, 1, 10.0, {"step_dc": "prox"}),
+    ("4 samples x 24 steps from 10, prox per step", 4, 24, 1, 10.0, {"step_dc": "prox"}),
+    ("4 samples x 16 steps from 10, prox per step", 4, 16, 1, 10.0, {"step_dc": "prox"}),
+    ("4 samples x 48 steps from 80, Gaussian Jacobian (forward only)", 4, 48, 1, 80.0,
+     {"step_dc": None, "jacobian": "gaussian"}),
+)  # fmt: skip
+
+
+def _slice_metrics(truth: torch.Tensor, estimate: torch.Tensor, volume: torch.Tensor) -> tuple[list, list]:
+    """Per-slice PSNR and SSIM (data range: the slice's volume maximum, as the per-volume metrics)."""
+    from ambient_science.metrics.mri import psnr, ssim
+
+    mag = estimate.abs().pow(2).sum(dim=1).sqrt().float().cpu()
+    top = {int(v): float(truth[volume == v].abs().max()) for v in volume.unique()}
+    pairs = [(truth[i], mag[i], top[int(volume[i])]) for i in range(truth.shape[0])]
+    return [psnr(t, m, maxval=v) for t, m, v in pairs], [ssim(t, m, maxval=v) for t, m, v in pairs]
 
 
 def mri_reconstruction(
@@ -281,7 +384,8 @@ def mri_reconstruction(
 ) -> list[dict[str, Any]]:
     """The MRI example's A-DPS (shipped ``mri-knee-synthetic-r4``, :func:`ambient_science.pipelines.mri_eval.evaluate`'s
     settings: Ã_inf "full", CG data consistency, safe mode with the L1 fallback) on the held-out slices of
-    ``test_file`` (the example writes ``<out>/data/test_r4_64.h5``): wall time and volume PSNR/SSIM per variant,
+    ``test_file`` (the example writes ``<out>/data/test_r4_64.h5``): wall and CPU time, volume PSNR/SSIM per variant,
+    and per-slice PSNR/SSIM differences paired with the first variant (mean, its standard error, slices worse);
     equal seeds."""
     from ambient_science import pretrained
     from ambient_science.pipelines.mri_eval import held_out_batch, l1_fallback, volume_metrics
@@ -290,7 +394,7 @@ def mri_reconstruction(
     prior = pretrained.load("mri-knee-synthetic-r4")
     batch = held_out_batch(test_file, test_slices)
     lik = GaussianLikelihood(batch.A, batch.y, batch.sigma)
-    rows = []
+    rows, reference = [], None
     for label, samples, steps, sample_batch, sigma_max, *extra in variants:
         g = torch.Generator().manual_seed(seed)
         t, cpu = time.perf_counter(), time.process_time()
@@ -301,7 +405,16 @@ def mri_reconstruction(
         )  # fmt: skip
         seconds, cpu = time.perf_counter() - t, time.process_time() - cpu
         m = volume_metrics(batch.truth, post.mean, batch.volume)
-        rows.append({"variant": label, "seconds": seconds, "cpu_seconds": cpu, "slices": int(batch.y.shape[0]), **m})
+        psnrs, ssims = _slice_metrics(batch.truth, post.mean, batch.volume)
+        reference = reference or (psnrs, ssims)
+        paired = {}
+        for key, now, ref in (("psnr", psnrs, reference[0]), ("ssim", ssims, reference[1])):
+            d = [a - b for a, b in zip(now, ref)]
+            se = statistics.stdev(d) / len(d) ** 0.5 if len(d) > 1 else 0.0
+            paired[f"d_{key}"], paired[f"d_{key}_se"] = statistics.mean(d), se
+            paired[f"{key}_slices_worse"] = sum(v < 0 for v in d)
+        rows.append({"variant": label, "seconds": seconds, "cpu_seconds": cpu, "slices": int(batch.y.shape[0]), **m,
+                     **paired, "psnr_per_slice": psnrs, "ssim_per_slice": ssims})  # fmt: skip
         if report is not None:
             report(rows[-1])
     return rows
@@ -328,18 +441,37 @@ def main(argv: list[str] | None = None) -> None:
         help="instead: time the MRI example's A-DPS on the held-out slices of FILE (examples/mri_knee.py writes "
              "<out>/data/test_r4_64.h5), shipped prior, before/after the batched samples and the shorter schedule",
     )  # fmt: skip
+    parser.add_argument(
+        "--closure-variants", type=int, nargs="*", default=None, metavar="I",
+        help="instead: the black-hole example's DAPS with the settings CLOSURE_VARIANTS[I] (all when no I) on "
+             "--closure-observations held-out observations: time, blurred PSNR, closure chi2",
+    )  # fmt: skip
+    parser.add_argument("--closure-observations", type=int, default=8)
     parser.add_argument("--mri-variants", type=int, nargs="*", default=None, help="indices into MRI_VARIANTS")
+    parser.add_argument("--mri-seed", type=int, default=0, help="seed of every variant's draws")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.mri:
         variants = [MRI_VARIANTS[i] for i in args.mri_variants] if args.mri_variants else MRI_VARIANTS
 
         def show(row: dict[str, Any]) -> None:
-            print(f"{row['variant']:62s} {row['seconds']:7.1f} s ({row['cpu_seconds']:.1f} s CPU) for {row['slices']} "
-                  f"slices  PSNR {row['psnr']:.2f} "
-                  f"dB  SSIM {row['ssim']:.4f}", flush=True)  # fmt: skip
+            print(f"{row['variant']:70s} {row['seconds']:7.1f} s ({row['cpu_seconds']:.1f} s CPU) for {row['slices']} "
+                  f"slices  PSNR {row['psnr']:.2f} dB  SSIM {row['ssim']:.4f}  per slice vs the first: PSNR "
+                  f"{row['d_psnr']:+.2f} ± {row['d_psnr_se']:.2f} dB ({row['psnr_slices_worse']} worse), SSIM "
+                  f"{row['d_ssim']:+.4f} ± {row['d_ssim_se']:.4f}", flush=True)  # fmt: skip
 
-        mri_reconstruction(args.mri, variants=variants, report=show)
+        mri_reconstruction(args.mri, variants=variants, report=show, seed=args.mri_seed)
+        return
+    if args.closure_variants is not None:
+        picked = [CLOSURE_VARIANTS[i] for i in args.closure_variants] if args.closure_variants else CLOSURE_VARIANTS
+
+        def show_closure(row: dict[str, Any]) -> None:
+            print(f"{row['variant']:64s} {row['s_per_obs']:6.1f} s/obs ({row['cpu_s_per_obs']:.1f} CPU, polish "
+                  f"{row['polish_s_per_obs']:.1f})  blurred PSNR {row['blur_psnr']:.2f} dB (paired "
+                  f"{row['d_blur_psnr']:+.2f} ± {row['d_blur_psnr_se']:.2f})  chi2 cp {row['chi2_cphase']:.2f} "
+                  f"lca {row['chi2_logcamp']:.2f}  fit {row['fit_fraction']:.2f}", flush=True)  # fmt: skip
+
+        closure_variants(observations=args.closure_observations, variants=picked, report=show_closure)
         return
     if args.closure:
         for method, row in closure_reconstruction(observations=args.closure).items():

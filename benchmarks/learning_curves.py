@@ -317,7 +317,7 @@ def main(argv=None) -> None:
     p.add_argument("--test-r", default="4,8")
     p.add_argument("--test-slices", type=int, default=PRESET.test_slices, help="middle slices per test volume")
     p.add_argument("--dps-samples", type=int, default=PRESET.dps_samples)
-    p.add_argument("--dps-steps", type=int, default=PRESET.dps_steps)
+    p.add_argument("--dps-steps", type=int, default=PRESET.dps_steps or 48)
     p.add_argument(
         "--inference-operator",
         default="full",

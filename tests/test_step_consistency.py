@@ -8,7 +8,7 @@ from analytic_gaussian import GaussianDenoiserNet, gaussian_posterior, smooth_co
 
 from ambient_science.operators import CleanFamily, PixelMask, PixelMaskFamily
 from ambient_science.sampling.dps import sample_adps
-from ambient_science.sampling.likelihoods import GaussianLikelihood
+from ambient_science.sampling.likelihoods import FunctionLikelihood, GaussianLikelihood
 from ambient_science.sampling.prior import Prior
 from ambient_science.sampling.reconstruction import recommended_settings, reconstruct
 from ambient_science.sampling.samplers import initial_noise, step_consistency
@@ -128,3 +128,14 @@ def test_the_card_records_sampler_options_and_sigma_max_and_arguments_win(monkey
     reconstruct(prior, lik, method="dps", num_samples=1, generator=_g(), progress=False, safe_mode="off",
                 sigma_max=80.0, steps=3, sampler_options={"jacobian": True})  # fmt: skip
     assert seen == [(7.0, 5, "gaussian", 10.0), (80.0, 3, True, 10.0)]
+
+
+def test_the_shipped_r4_card_records_the_faster_sampler_and_the_old_one_stays_reachable():
+    from ambient_science import pretrained
+
+    prior = pretrained.load("mri-knee-synthetic-r4")
+    dps = recommended_settings(prior, "dps")
+    # benchmarks/bench_sampling.py --mri: within noise of 48 steps from 80 without it, R = 4 and 8, half the calls
+    assert (dps["steps"], dps["sigma_max"], dps["options"], dps["num_samples"]) == (24, 10.0, {"step_dc": "prox"}, 4)
+    nonlinear = FunctionLikelihood(lambda v: v.sum((1, 2, 3)))
+    assert recommended_settings(prior, "dps", likelihood=nonlinear)["options"] == {}  # no data-consistency step

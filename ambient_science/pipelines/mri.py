@@ -85,7 +85,7 @@ class Preset:
     ema_halflife_images: float = 10_000
     warmup_images: int = 2_000
     dps_samples: int = 4
-    dps_steps: int = 48
+    dps_steps: int | None = None  # None: each prior's recommended steps (its card's, else reconstruct()'s 48)
     one_step_draws: int = 8
     # Tikhonov λ grid of CG-SENSE (multi-coil files only), picked like the L1 / TV λ
     cg_lams: tuple[float, ...] = (1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
@@ -386,10 +386,13 @@ def run(config: KneeRun, *, log: Callable[[str], None] = print) -> dict[str, Any
         return None
 
     test, figure = {}, {}
+    l1_lams = preset.l1_lams
+    if config.coils is not None:  # ill-conditioned SENSE: the best L1 λ lay at 3e-2 (R = 4) and >= 1e-1 (R = 8)
+        l1_lams = (*l1_lams, 3e-2, 1e-1, 3e-1)
     for R in config.test_accelerations:
         test_file = prepared(test_files, f"test_r{R}_{res}.h5", R, config.seed + 1, True)
         test[str(R)], figure[R] = evaluate(
-            priors, test_file, test_slices=preset.test_slices, l1_lams=preset.l1_lams, tv_lams=preset.tv_lams,
+            priors, test_file, test_slices=preset.test_slices, l1_lams=l1_lams, tv_lams=preset.tv_lams,
             one_step_draws=preset.one_step_draws, dps_samples=preset.dps_samples, dps_steps=preset.dps_steps,
             inference_operator=config.inference_operator, seed=config.seed, device=device, progress=config.progress,
             cg_lams=preset.cg_lams,

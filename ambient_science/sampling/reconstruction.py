@@ -11,7 +11,9 @@ the same thing everywhere:
 Samples give a posterior mean and a per-pixel standard deviation (:class:`PosteriorSummary`).
 
 **Defaults are the recommended settings** (:func:`recommended_settings`): the prior's ``prior.json`` may record
-them under ``"sampler"`` (the shipped MRI priors record the settings behind the README's numbers); otherwise
+them under ``"sampler"`` (the shipped MRI priors record the settings behind the README's numbers; besides the
+arguments below, ``"sigma_max"`` and ``"options"``, default keyword arguments of the sampler, e.g. ``{"step_dc":
+"prox"}``, which ``sampler_options`` override key by key); otherwise
 A-DPS takes 48 steps, ``Ã_inf = "full"`` where the family has a fully observed operator (mask families, else
 ``"law"``), a final CG data-consistency step for linear Gaussian likelihoods, 4 samples; the one-step estimate
 averages 8 draws of ``Ã_inf``. An argument given explicitly always wins.
@@ -86,7 +88,7 @@ def recommended_settings(
     """The sampler settings :func:`reconstruct` uses when not told otherwise: the prior's recorded ones
     (``prior.json`` ``"sampler"`` -> ``method``) over :data:`LIBRARY_DEFAULTS`, made applicable: ``"full"``
     becomes ``"law"`` for families without a fully observed operator, data consistency ``"none"`` for
-    likelihoods without a linear Gaussian data term."""
+    likelihoods without a linear Gaussian data term (and no ``step_dc`` among the recorded ``"options"``)."""
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     recorded = ((getattr(prior, "config", None) or {}).get("sampler") or {}).get(method, {})
@@ -96,6 +98,7 @@ def recommended_settings(
         out["inference_operator"] = "law"
     if likelihood is not None and not isinstance(likelihood, GaussianLikelihood):
         out["data_consistency"] = "none"
+        out["options"] = {k: v for k, v in out.get("options", {}).items() if k != "step_dc"}
     return out
 
 
@@ -130,7 +133,8 @@ def reconstruct(
             for ``steps``, ``inference_operator``, ``num_draws``, ``data_consistency``: the recommended setting
             (:func:`recommended_settings`; module docs).
         steps: sampler steps (A-DPS) or annealing levels (DAPS).
-        sigma_max: the first noise level (default: 80 for A-DPS, 10 for DAPS, as their papers).
+        sigma_max: the first noise level (default: the recommended one, else 80 for A-DPS, 10 for DAPS, as their
+            papers).
         sigma_min: the last nonzero noise level (default: EDM's 0.002, or the prior's ``sigma_n`` when higher:
             a noisy-ambient prior never trained below it; a lower value is raised to it, with a warning). The
             one-step estimate is likewise never taken below ``sigma_n``.
@@ -147,7 +151,8 @@ def reconstruct(
             (e.g. L1-wavelet, :func:`ambient_science.operators.mri_recon.l1_wavelet`); default: the shrink toward
             the minimum-norm solution (:func:`~ambient_science.sampling.fit.shrink_to_data`).
         progress: a tqdm bar over sampler steps.
-        sampler_options: extra keyword arguments of the sampler (e.g. ``zeta``, ``langevin_steps``).
+        sampler_options: extra keyword arguments of the sampler (e.g. ``zeta``, ``langevin_steps``, ``step_dc``);
+            they override the recommended ``"options"`` key by key (``{"step_dc": None}`` turns a recorded one off).
         sample_batch: posterior samples drawn together in one sampler run of batch ``sample_batch·B`` (default 1:
             one run per sample, which needs the least memory; ``None``: all ``num_samples`` at once — on a CPU no
             faster, measured with ``benchmarks/bench_sampling.py --mri``; on a GPU untested). The
