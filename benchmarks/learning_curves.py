@@ -11,6 +11,14 @@ the point at 30 k images is the 10 k run continued, never a fresh run); every ev
     OMP_NUM_THREADS=1 python benchmarks/learning_curves.py --out /work/runs_persist/learning_curves \\
         --families knee --priors ambient,clean --milestones 10000,30000
 
+Variants of a prior are rows of their own: ``--tag`` names a training variant (``--drop-fraction``, ``--loss``),
+``--variants`` evaluates the checkpoint of each finished point called another way at inference (``Ã_inf``, draws
+averaged, a higher schedule floor, a σ-switch between two operators, raw weights; :func:`parse_variant`), without
+training again:
+
+    OMP_NUM_THREADS=1 python benchmarks/learning_curves.py --families knee --priors ambient --milestones 10000 \\
+        --variants 'law;full,smin=0.05;full,switch=0.2:law;law,k=4;full,weights=model'
+
 Outputs (rewritten after every point): ``results.json``, ``table.md`` (one row per point, with the
 zero-filled and L1-wavelet baselines of the same held-out slices) and ``curves.png``.
 
