@@ -36,6 +36,12 @@ def test_quick_run_writes_metrics_figure_and_checkpoint(tmp_path):
     assert set(metrics["test"]["4"]) == {"zero_filled", "l1_wavelet", "ambient_one_step", "ambient_dps"}
     assert metrics["train"]["ambient"]["source"] == str(prior) and "ambient_this_run" not in metrics["train"]
     assert list((out / "train" / "checkpoints").glob("checkpoint-*"))
+    # a second run of the same command reuses the finished training (it never writes over it, never fails on it)
+    ckpts = sorted(p.name for p in (out / "train" / "checkpoints").glob("checkpoint-*"))
+    first = [sys.executable, str(ROOT / "examples" / "mri_knee.py"), "--quick", "--out", str(out), "--no-progress"]
+    done = subprocess.run(first, check=True, timeout=300, capture_output=True, text=True)
+    assert "already holds this example's training run" in done.stdout + done.stderr
+    assert sorted(p.name for p in (out / "train" / "checkpoints").glob("checkpoint-*")) == ckpts
     # the training file holds undersampled k-space only: zero energy outside its masks
     with h5py.File(out / "data" / "train_r4_16.h5") as f:
         assert (

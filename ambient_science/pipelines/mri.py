@@ -48,6 +48,7 @@ from ambient_science.pipelines.gpu_preset import GPU_DATA, GPU_NETWORK, GPU_SAMP
 from ambient_science.pipelines.mri_eval import evaluate, save_figure, targets_path
 from ambient_science.pipelines.training import train
 from ambient_science.sampling.prior import Prior, load_prior
+from ambient_science.training.checkpoint import list_checkpoints
 from ambient_science.training.config import DataConfig, RunConfig, TrainConfig
 from ambient_science.training.distributed import resolve_device
 from ambient_science.training.losses import LossConfig
@@ -351,6 +352,11 @@ def run(config: KneeRun, *, log: Callable[[str], None] = print) -> dict[str, Any
         return prepare_volumes(files, data_dir / name, acceleration=acceleration, resolution=preset.resolution,
                                seed=seed, targets=targets, rank=config.rank)  # fmt: skip
 
+    if config.train_here and not config.resume and list_checkpoints(out / "train" / "checkpoints"):
+        # a second run of the same example: continue (or, when finished, reuse) its training, never write over it
+        log(f"{out / 'train'} already holds this example's training run: continuing it (reused as is when finished);"
+            " pass --out DIR for a fresh run")  # fmt: skip
+        training["resume"] = True
     train_file = None
     priors: dict[str, Prior] = {}
     train_info: dict[str, dict] = {}
