@@ -11,7 +11,8 @@ Defaults of :func:`configure_threads` (each overridden by an explicit argument o
 
 * intra-op threads: ``AMBIENT_SCIENCE_THREADS``, else ``OMP_NUM_THREADS`` when set (the user's choice), else the
   free share of the CPUs this process may use, ``round(cpus · (1 − load / cpu_count))``, at least 1, where ``cpus``
-  is the affinity mask capped by a cgroup CPU quota and ``load`` the 1-minute load average over the machine's
+  is the affinity mask capped by a cgroup CPU quota and ``load`` the CPUs busy now (:func:`current_load`, 0.25 s of
+  ``/proc/stat``; where there is none, the 1-minute load average, which lags by a minute) over the machine's
   ``cpu_count`` logical CPUs (on an idle machine: every usable CPU; on a busy one: 1);
 * OpenMP waiting: ``OMP_WAIT_POLICY=PASSIVE`` (idle threads sleep) when it is unset and torch is not yet imported
   (OpenMP reads it once, when torch loads); :func:`prefer_passive_wait` does that step alone.
@@ -32,9 +33,10 @@ from __future__ import annotations
 import math
 import os
 import sys
+import time
 from collections.abc import Mapping
 
-__all__ = ["THREADS_ENV", "configure_threads", "default_threads", "prefer_passive_wait", "usable_cpus"]
+__all__ = ["THREADS_ENV", "configure_threads", "current_load", "default_threads", "prefer_passive_wait", "usable_cpus"]
 
 #: environment variable that fixes the intra-op thread count of :func:`configure_threads`
 THREADS_ENV = "AMBIENT_SCIENCE_THREADS"
@@ -70,6 +72,35 @@ def usable_cpus() -> int:
     return max(1, cpus)
 
 
+def _cpu_times() -> tuple[float, float] | None:
+    """(busy, total) jiffies of all CPUs from ``/proc/stat``, None where there is none."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [float(v) for v in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    if len(fields) < 4:
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0.0)  # idle + iowait
+    return sum(fields[:8]) - idle, sum(fields[:8])
+
+
+def current_load(interval: float = 0.25) -> float | None:
+    """CPUs busy right now, averaged over ``interval`` seconds (``/proc/stat``; None where there is none).
+
+    Unlike the 1-minute load average it does not still count a job that ended a minute ago (a run of the MRI
+    example started just after another job took one thread of two because of that), nor miss one that just started.
+    """
+    first = _cpu_times()
+    if first is None:
+        return None
+    time.sleep(interval)
+    second = _cpu_times()
+    if second is None or second[1] <= first[1]:
+        return None
+    return (second[0] - first[0]) / (second[1] - first[1]) * (os.cpu_count() or 1)
+
+
 def _env_threads(env: Mapping[str, str]) -> int | None:
     for name in (THREADS_ENV, "OMP_NUM_THREADS"):
         value = env.get(name)
@@ -95,7 +126,7 @@ def default_threads(
 
     Args:
         cpus: usable CPUs (default :func:`usable_cpus`).
-        load: the machine's 1-minute load average (default ``os.getloadavg()[0]``; 0 where there is none).
+        load: CPUs busy on the machine (default :func:`current_load`, else the 1-minute load average, else 0).
         cpu_count: the machine's logical CPUs, over which ``load`` is counted (default ``os.cpu_count()``).
         env: the environment to read ``AMBIENT_SCIENCE_THREADS`` / ``OMP_NUM_THREADS`` from (default ``os.environ``).
     """
@@ -103,6 +134,8 @@ def default_threads(
     if chosen is not None:
         return chosen
     cpus = usable_cpus() if cpus is None else max(1, int(cpus))
+    if load is None:
+        load = current_load()
     if load is None:
         try:
             load = os.getloadavg()[0]

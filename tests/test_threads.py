@@ -56,3 +56,20 @@ def test_configure_threads_sets_torch():
             configure_threads(0)
     finally:
         torch.set_num_threads(old)
+
+
+def test_current_load_is_the_busy_cpus_now_or_none():
+    from ambient_science.threads import current_load
+
+    load = current_load(interval=0.05)
+    assert load is None or 0.0 <= load <= (os.cpu_count() or 1) + 1e-6
+
+
+def test_default_threads_uses_the_current_load_when_none_is_given(monkeypatch):
+    import ambient_science.threads as threads
+
+    monkeypatch.setattr(threads, "current_load", lambda: 2.0)  # two of four CPUs busy right now
+    assert threads.default_threads(cpus=4, cpu_count=4, env={}) == 2
+    monkeypatch.setattr(threads, "current_load", lambda: None)  # no /proc/stat: the load average
+    monkeypatch.setattr(threads.os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+    assert threads.default_threads(cpus=4, cpu_count=4, env={}) == 4
