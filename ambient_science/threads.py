@@ -11,8 +11,9 @@ Defaults of :func:`configure_threads` (each overridden by an explicit argument o
 
 * intra-op threads: ``AMBIENT_SCIENCE_THREADS``, else ``OMP_NUM_THREADS`` when set (the user's choice), else the
   free share of the CPUs this process may use, ``round(cpus · (1 − load / cpu_count))``, at least 1, where ``cpus``
-  is the affinity mask capped by a cgroup CPU quota and ``load`` the CPUs busy now (:func:`current_load`, 0.25 s of
-  ``/proc/stat``; where there is none, the 1-minute load average, which lags by a minute) over the machine's
+  is the affinity mask capped by a cgroup CPU quota and ``load`` the CPUs busy now (:func:`current_load`, 0.1 s of
+  ``/proc/stat``, measured once and reused for :data:`LOAD_MAX_AGE` seconds, so a program that asks again does not
+  wait again; where there is none, the 1-minute load average, which lags by a minute) over the machine's
   ``cpu_count`` logical CPUs (on an idle machine: every usable CPU; on a busy one: 1);
 * OpenMP waiting: ``OMP_WAIT_POLICY=PASSIVE`` (idle threads sleep) when it is unset and torch is not yet imported
   (OpenMP reads it once, when torch loads); :func:`prefer_passive_wait` does that step alone.
@@ -36,10 +37,21 @@ import sys
 import time
 from collections.abc import Mapping
 
-__all__ = ["THREADS_ENV", "configure_threads", "current_load", "default_threads", "prefer_passive_wait", "usable_cpus"]
+__all__ = [
+    "LOAD_MAX_AGE",
+    "THREADS_ENV",
+    "configure_threads",
+    "current_load",
+    "default_threads",
+    "prefer_passive_wait",
+    "usable_cpus",
+]
 
 #: environment variable that fixes the intra-op thread count of :func:`configure_threads`
 THREADS_ENV = "AMBIENT_SCIENCE_THREADS"
+#: seconds for which :func:`default_threads` reuses its :func:`current_load` measurement
+LOAD_MAX_AGE = 10.0
+_measured: dict[str, float | None] = {}  # {"at": time.monotonic(), "load": CPUs busy}: the last measurement
 
 
 def _cgroup_quota() -> float | None:
@@ -85,11 +97,12 @@ def _cpu_times() -> tuple[float, float] | None:
     return sum(fields[:8]) - idle, sum(fields[:8])
 
 
-def current_load(interval: float = 0.25) -> float | None:
+def current_load(interval: float = 0.1) -> float | None:
     """CPUs busy right now, averaged over ``interval`` seconds (``/proc/stat``; None where there is none).
 
     Unlike the 1-minute load average it does not still count a job that ended a minute ago (a run of the MRI
     example started just after another job took one thread of two because of that), nor miss one that just started.
+    0.1 s is 10 ticks of the kernel's 100 Hz clock per CPU: the load to about 0.1 CPU, enough to count free cores.
     """
     first = _cpu_times()
     if first is None:
@@ -126,7 +139,8 @@ def default_threads(
 
     Args:
         cpus: usable CPUs (default :func:`usable_cpus`).
-        load: CPUs busy on the machine (default :func:`current_load`, else the 1-minute load average, else 0).
+        load: CPUs busy on the machine (default :func:`current_load`, reused for :data:`LOAD_MAX_AGE` seconds,
+            else the 1-minute load average, else 0).
         cpu_count: the machine's logical CPUs, over which ``load`` is counted (default ``os.cpu_count()``).
         env: the environment to read ``AMBIENT_SCIENCE_THREADS`` / ``OMP_NUM_THREADS`` from (default ``os.environ``).
     """
@@ -135,7 +149,7 @@ def default_threads(
         return chosen
     cpus = usable_cpus() if cpus is None else max(1, int(cpus))
     if load is None:
-        load = current_load()
+        load = _recent_load()
     if load is None:
         try:
             load = os.getloadavg()[0]
@@ -144,6 +158,14 @@ def default_threads(
     cpu_count = max(1, int(cpu_count or os.cpu_count() or cpus))
     busy = min(1.0, max(0.0, float(load)) / cpu_count)
     return max(1, min(cpus, math.floor(cpus * (1.0 - busy) + 0.5)))
+
+
+def _recent_load() -> float | None:
+    """:func:`current_load`, measured at most once per :data:`LOAD_MAX_AGE` seconds in a process."""
+    now = time.monotonic()
+    if not _measured or now - float(_measured["at"]) > LOAD_MAX_AGE:
+        _measured.update(at=now, load=current_load())
+    return _measured["load"]
 
 
 def prefer_passive_wait() -> bool:

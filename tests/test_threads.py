@@ -68,8 +68,30 @@ def test_current_load_is_the_busy_cpus_now_or_none():
 def test_default_threads_uses_the_current_load_when_none_is_given(monkeypatch):
     import ambient_science.threads as threads
 
+    monkeypatch.setattr(threads, "_measured", {})  # no measurement reused from earlier tests
     monkeypatch.setattr(threads, "current_load", lambda: 2.0)  # two of four CPUs busy right now
     assert threads.default_threads(cpus=4, cpu_count=4, env={}) == 2
+    monkeypatch.setattr(threads, "_measured", {})
     monkeypatch.setattr(threads, "current_load", lambda: None)  # no /proc/stat: the load average
     monkeypatch.setattr(threads.os, "getloadavg", lambda: (0.0, 0.0, 0.0))
     assert threads.default_threads(cpus=4, cpu_count=4, env={}) == 4
+
+
+def test_default_threads_measures_the_load_once_per_max_age(monkeypatch):
+    """The 0.1 s /proc/stat measurement is taken once and reused for LOAD_MAX_AGE seconds, then taken anew."""
+    import ambient_science.threads as threads
+
+    calls = []
+    clock = [100.0]
+    monkeypatch.setattr(threads, "_measured", {})
+    monkeypatch.setattr(threads, "current_load", lambda: calls.append(1) or 1.0)
+    monkeypatch.setattr(threads.time, "monotonic", lambda: clock[0])
+    assert threads.default_threads(cpus=2, cpu_count=2, env={}) == 1
+    clock[0] += threads.LOAD_MAX_AGE / 2
+    assert threads.default_threads(cpus=2, cpu_count=2, env={}) == 1
+    assert len(calls) == 1
+    clock[0] += threads.LOAD_MAX_AGE
+    threads.default_threads(cpus=2, cpu_count=2, env={})
+    assert len(calls) == 2
+    assert threads.default_threads(cpus=2, load=0.0, cpu_count=2, env={}) == 2  # an explicit load measures nothing
+    assert len(calls) == 2
