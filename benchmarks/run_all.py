@@ -8,8 +8,9 @@ ambient vs EDM training step; sampler steps vs one network forward; the quality 
 Run from the repository root:
 
     python benchmarks/run_all.py                          # full sizes; ~10-15 min on a busy 2-core CPU
-    /tmp/eht_venv/bin/python benchmarks/run_all.py        # an interpreter that also has ehtim
-    python benchmarks/run_all.py --quick --out /tmp/bench # smoke run, tiny sizes (seconds)
+    .venv/bin/python benchmarks/run_all.py                # run by an interpreter (e.g. a venv) that also has
+                                                          # ehtim and torchkbnufft: their rows are filled in
+    python benchmarks/run_all.py --quick --out runs/bench # smoke run, tiny sizes (seconds)
     python benchmarks/run_all.py --only sense,train --threads 2
     python benchmarks/run_all.py --only quality --merge   # refresh one section, keep the others of results.json
 
