@@ -57,6 +57,28 @@ def test_prox_is_the_noise_weighted_mean_on_measured_entries_and_keeps_the_rest(
         step_consistency(x_hat, lik, "hard", sigma)
 
 
+def test_step_and_final_consistency_share_their_checks_and_replace_branch():
+    from ambient_science.sampling.samplers import apply_data_consistency
+
+    A = PixelMaskFamily((1, H, W), p=0.5).sample(2, generator=_g(1))
+    y = A(torch.randn(A.ishape, generator=_g(2)))
+    lik = GaussianLikelihood(A, y, SIGMA_N)
+    x_hat = torch.randn(A.ishape, generator=_g(3))
+    replaced = apply_data_consistency(x_hat, lik, "replace")
+    torch.testing.assert_close(step_consistency(x_hat, lik, "replace", 0.3), replaced)
+    with pytest.raises(ValueError, match='step_consistency must be None, "prox" or "replace"'):
+        step_consistency(x_hat, lik, "cg", 0.3)  # the final step's mode is not a per-step one
+    with pytest.raises(ValueError, match='data_consistency must be None, "cg" or "replace"'):
+        apply_data_consistency(x_hat, lik, "prox")
+    nonlinear = FunctionLikelihood(lambda x: x.pow(2).sum(dim=(1, 2, 3)))
+    with pytest.raises(TypeError, match="step consistency needs a linear Gaussian likelihood"):
+        step_consistency(x_hat, nonlinear, "prox", 0.3)
+    with pytest.raises(TypeError, match="data consistency needs a linear Gaussian likelihood"):
+        apply_data_consistency(x_hat, nonlinear, "cg")
+    assert step_consistency(x_hat, nonlinear, None, 0.3) is x_hat  # None needs no linear likelihood
+    assert apply_data_consistency(x_hat, nonlinear, None) is x_hat
+
+
 def test_prox_without_guidance_is_guidance_through_the_gaussian_jacobian(gaussian):
     """For a partial isometry with one σ_n, the proximal step on D with ζ = 0 and the score guidance with the
     inflated ζ and the Gaussian Jacobian σ_data²/(σ² + σ_data²) move x identically (Euler, no churn)."""

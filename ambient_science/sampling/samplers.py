@@ -200,15 +200,27 @@ def apply_data_consistency(
     ``"replace"``: ``x̂ + Aᴴ(y − A x̂)`` (observed entries replaced; exact for pixel masks and
     single-coil Cartesian MRI). Shape: like ``x``.
     """
+    return _consistent(x, likelihood, mode, "data", lam=lam, max_iter=max_iter)
+
+
+_CONSISTENCY_MODES = {"data": ("cg", "replace"), "step": ("prox", "replace")}
+
+
+def _consistent(x: Tensor, likelihood, mode, kind: str, *, lam: float, max_iter: int) -> Tensor:
+    """What :func:`apply_data_consistency` (``kind="data"``) and :func:`step_consistency` (``"step"``) share:
+    ``None`` -> ``x``; the check that ``likelihood`` is linear Gaussian and that ``mode`` is one of ``kind``'s;
+    ``"replace"`` -> the observed entries replaced; ``"cg"`` / ``"prox"`` -> ``likelihood.data_consistency(x,
+    lam, max_iter)``."""
     if mode is None:
         return x
     if not hasattr(likelihood, "data_consistency"):
-        raise TypeError(f"data consistency needs a linear Gaussian likelihood, got {type(likelihood).__name__}")
-    if mode == "cg":
-        return likelihood.data_consistency(x, lam=lam, max_iter=max_iter)
+        raise TypeError(f"{kind} consistency needs a linear Gaussian likelihood, got {type(likelihood).__name__}")
+    modes = _CONSISTENCY_MODES[kind]
+    if mode not in modes:
+        raise ValueError(f'{kind}_consistency must be None, "{modes[0]}" or "{modes[1]}", got {mode!r}')
     if mode == "replace":
         return likelihood.replace_observed(x)
-    raise ValueError(f'data_consistency must be None, "cg" or "replace", got {mode!r}')
+    return likelihood.data_consistency(x, lam=lam, max_iter=max_iter)
 
 
 def step_consistency(
@@ -229,16 +241,8 @@ def step_consistency(
     single-coil Cartesian MRI). ``"replace"``: ``x̂ + Aᴴ(y − A x̂)``, the ``σ_n → 0`` limit (noiseless data).
     ``None``: ``x̂`` unchanged. Shape: like ``denoised``.
     """
-    if mode is None:
-        return denoised
-    if not hasattr(likelihood, "data_consistency"):
-        raise TypeError(f"step consistency needs a linear Gaussian likelihood, got {type(likelihood).__name__}")
-    if mode == "replace":
-        return likelihood.replace_observed(denoised)
-    if mode != "prox":
-        raise ValueError(f'step_consistency must be None, "prox" or "replace", got {mode!r}')
     r2 = sigma**2 * sigma_data**2 / (sigma**2 + sigma_data**2)
-    return likelihood.data_consistency(denoised, lam=1.0 / max(r2, 1e-30), max_iter=max_iter)
+    return _consistent(denoised, likelihood, mode, "step", lam=1.0 / max(r2, 1e-30), max_iter=max_iter)
 
 
 def one_step(
