@@ -40,6 +40,7 @@ from ambient_science.metrics.eht import ring_fit
 from ambient_science.operators.eht_noise import apply_station_gains, station_gains
 from ambient_science.operators.interferometry import Interferometer
 from ambient_science.pipelines.eht import closure_observation
+from ambient_science.pipelines.eht_calibration import LEVELS, QUANTITIES, cross_fit_coverage, inside
 from ambient_science.pipelines.eht_eval import dirty_image, image_metrics, ring_intervals, rml_baseline
 from ambient_science.pipelines.eht_reconstruct import reconstruct_closure
 from ambient_science.pipelines.eht_setup import QUICK, Setup
@@ -70,13 +71,6 @@ def observe(track, image: np.ndarray, psize: float, rng: np.random.Generator):
     g = station_gains(len(np.unique(track.time)), len(track.stations), rng, amp_std=0.1)
     v, s = apply_station_gains(clean.vis, clean.sigma, track.time, track.t1, track.t2, g)
     return dataclasses.replace(track, vis=v, sigma=s), clean
-
-
-def _inside(truth: float, iv: dict, level: str, angle: bool = False) -> bool:
-    lo, hi = iv[f"lo{level}"], iv[f"hi{level}"]
-    if angle:  # bring the truth next to the interval's centre
-        truth = iv["median"] + (truth - iv["median"] + 180.0) % 360.0 - 180.0
-    return bool(lo <= truth <= hi)
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -141,8 +135,10 @@ def run(args: argparse.Namespace) -> dict:
                     tr = ring_fit(truth, psize)
                     row["calibration"] = {
                         "n_samples": len(samples),
-                        **{f"d_in{q}": _inside(tr.diameter_uas, iv["diameter_uas"], q) for q in ("68", "95")},
-                        **{f"pa_in{q}": _inside(tr.pa_deg, iv["pa_deg"], q, angle=True) for q in ("68", "95")},
+                        "truth": {"diameter_uas": tr.diameter_uas, "pa_deg": tr.pa_deg},
+                        "raw": {q: iv[q] for q in QUANTITIES},
+                        **{f"d_in{q}": inside(tr.diameter_uas, iv["diameter_uas"], q, "diameter_uas") for q in LEVELS},
+                        **{f"pa_in{q}": inside(tr.pa_deg, iv["pa_deg"], q, "pa_deg") for q in LEVELS},
                     }
                 cases.append(row)
             print(f"{split} / {name}: {len(meta)} observations ({time.perf_counter() - t0:.0f} s)", flush=True)
@@ -176,6 +172,10 @@ def summarise(cases: list[dict]) -> dict:
             k: float(np.mean([c[k] for c in cal])) for k in ("d_in68", "d_in95", "pa_in68", "pa_in95")
         }
         out["calibration"]["cases"] = len(cal)
+        rows = [{"split": c["split"], **c["calibration"]} for c in cases if "raw" in c.get("calibration", {})]
+        if rows:
+            out["calibration"]["n_samples_median"] = float(np.median([c["n_samples"] for c in rows]))
+            out["conformal"] = cross_fit_coverage(rows, group="split")
     return out
 
 
@@ -201,7 +201,13 @@ def main(argv: list[str] | None = None) -> dict:
     for g, v in s["by_family_track"].items():
         print(f"{g:28s}" + "".join(f"{v[m]['blur_psnr']:14.2f}" for m in ("daps", "dps", "rml", "dirty")))
     print(f"best diffusion - RML: mean {s['mean_gap_db']:.2f} dB; target met: {s['target_met']}")
-    print(f"calibration: {s['calibration']}")
+    print(f"calibration (raw intervals of the kept samples): {s['calibration']}")
+    if "conformal" in s:
+        c = s["conformal"]
+        print(f"conformal, factors learned on the other family: {c['calibrated_cross_fit']}")
+        print(f"factors by held-out family: {c['factors_by_held_out_group']}; on all cases: {c['factors_all']}")
+    fit = {g: round(v["daps"]["fit_fraction"], 2) for g, v in s["by_family_track"].items()}
+    print(f"DAPS samples fitting both closure sets in [0.7, 1.3]: {fit}")
     print(f"results in {args.out / 'results.json'} ({res['seconds']:.0f} s)")
     return res
 

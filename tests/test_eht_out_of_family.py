@@ -33,4 +33,4 @@ def test_summary_target_and_calibration(bench):
 
 def test_inside_wraps_angles(bench):
     iv = {"median": 355.0, "lo68": 345.0, "hi68": 365.0}
-    assert bench._inside(3.0, iv, "68", angle=True) and not bench._inside(20.0, iv, "68", angle=True)
+    assert bench.inside(3.0, iv, "68", "pa_deg") and not bench.inside(20.0, iv, "68", "pa_deg")

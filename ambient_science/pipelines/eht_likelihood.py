@@ -93,13 +93,17 @@ class ClosureLikelihood(Likelihood):
         return {"cphase": cp.reshape(-1), "logcamp": lca.reshape(-1)}
 
     def loss(self, x: Tensor) -> Tensor:
+        return self.loss_and_chi2(x)[0]
+
+    def loss_and_chi2(self, x: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """``(loss (S·T,), reduced χ² per sample)`` from one evaluation of the model visibilities."""
         chi2 = self.chi_squared(x)
         n_cp = torch.tensor([float(c.index.n_cphase) for c in self.closures], device=x.device).repeat(self.S)
         n_lca = torch.tensor([float(c.index.n_logcamp) for c in self.closures], device=x.device).repeat(self.S)
         nll = 0.5 * self.w_cp * n_cp * chi2["cphase"]
         nll = nll + 0.5 * self.w_lca * n_lca * torch.nan_to_num(chi2["logcamp"], nan=0.0)
         flux = x.sum((1, 2, 3)) / self.scale
-        return nll + (flux - self.flux) ** 2 / (2 * (self.flux_frac * self.flux) ** 2)
+        return nll + (flux - self.flux) ** 2 / (2 * (self.flux_frac * self.flux) ** 2), chi2
 
     def curvature(self, x_like: Tensor, *, generator: torch.Generator, num_iter: int = 15) -> Tensor:
         """The largest eigenvalue (in absolute value) of ``∇²L`` at ``x_like``, times 1.2: power iteration on

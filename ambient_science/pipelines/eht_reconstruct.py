@@ -51,6 +51,7 @@ from ambient_science.metrics.eht import best_shift, isolated_pixels, remove_isol
 from ambient_science.operators.closure import ClosureData
 from ambient_science.pipelines.eht import closure_observation, test_operator
 from ambient_science.pipelines.eht_likelihood import ClosureLikelihood, training_flux, with_systematic
+from ambient_science.pipelines.eht_polish import polish
 from ambient_science.sampling.daps import sample_daps
 from ambient_science.sampling.dps import sample_adps
 from ambient_science.sampling.prior import Prior
@@ -107,8 +108,11 @@ class SamplerSettings:
         rescale_flux: scale every sample to the total flux at the end (exact: the closure χ² do not change).
         align: shift the samples of an observation onto its first before the mean and std (the position is free).
         fit_range: the data-consistency contract: a sample fits when its reduced χ²_cp and χ²_lca both lie here.
-        fit_rounds: further data-consistency steps for samples outside ``fit_range`` (``r`` ×4 each round).
-        speckle_k: the isolated-pixel test's factor (0: no test).
+        fit_rounds: further data-consistency steps for samples above ``fit_range`` (``r`` ×4 each round).
+        fit_stop: the discrepancy stop of every data-consistency step: a sample stops as soon as both its reduced
+            χ² are at most this (``None``: run to the iteration limit, which over-fits the noise, χ² < 1).
+        speckle_k: the isolated-pixel test's factor (0: no test); the data-consistency step penalises pixels above
+            0.8 ``speckle_k`` times their neighbours' maximum (removing them after the fit undid the fit).
     """
 
     method: Literal["daps", "dps"] = "daps"
@@ -133,6 +137,7 @@ class SamplerSettings:
     align: bool = True
     fit_range: tuple[float, float] = (0.7, 1.3)
     fit_rounds: int = 3
+    fit_stop: float | None = 1.0
     speckle_k: float = 3.0
 
 
@@ -218,7 +223,7 @@ def reconstruct_closure(
         out = torch.where(failed.view(-1, 1, 1, 1), flat, out)
         x_ref = torch.where(failed.view(-1, 1, 1, 1), flat, x_ref)
     if cfg.polish_iterations > 0:
-        out = _polish(lik, x_ref.detach(), cfg.polish_r, cfg.polish_iterations, positive=cfg.positive)
+        out = _polish(lik, x_ref.detach(), cfg.polish_r, cfg.polish_iterations, cfg)
         out = _fit_rounds(lik, out, cfg)
     images = out.detach().reshape(S, T, 1, N, N) / lik.scale
     if cfg.positive:
@@ -242,7 +247,7 @@ def reconstruct_closure(
             images = images * source_flux.view(1, T, 1, 1, 1) / images.sum((-1, -2, -3), keepdim=True).clamp_min(1e-12)
     bound = torch.maximum(cfg.keep_factor * chi2["cphase"].min(0).values, torch.tensor(cfg.keep_chi2))
     old_rule = chi2["cphase"] <= bound
-    keep = torch.where(fits.any(0, keepdim=True), fits, old_rule)
+    keep = fits | old_rule  # the fitting samples and those near the best fit (a mean over few samples is noisy)
     few = [t for t in range(T) if int(fits[:, t].sum()) < max(1, S // 2)]
     if few:
         warnings.warn(
@@ -257,7 +262,7 @@ def reconstruct_closure(
     if cfg.polish_mean_iterations > 0:
         one = ClosureLikelihood(observations, closures, net_flux, N, psize, flux_frac=flux_frac, device=device)
         to_net = lik.scale * f_prior / source_flux.view(T, 1, 1, 1)
-        x = _polish(one, mean * to_net, cfg.polish_r, cfg.polish_mean_iterations, positive=cfg.positive)
+        x = _polish(one, mean * to_net, cfg.polish_r, cfg.polish_mean_iterations, cfg)
         x = _fit_rounds(one, x, cfg)
         estimate = x / to_net
         if cfg.speckle_k > 0:
@@ -289,8 +294,7 @@ def _fit_rounds(lik: ClosureLikelihood, x: Tensor, cfg: SamplerSettings) -> Tens
         if not bool(high.any()):
             break
         r *= 4.0
-        start = remove_isolated_pixels(x, k=cfg.speckle_k) if cfg.speckle_k > 0 else x
-        again = _polish(lik, start, r, cfg.polish_iterations, positive=cfg.positive)
+        again = _polish(lik, x, r, cfg.polish_iterations, cfg)
         x = torch.where(high.view(-1, 1, 1, 1), again, x)
     return x
 
@@ -381,40 +385,11 @@ def _daps(D, x: Tensor, sigmas: Tensor, lik: ClosureLikelihood, cfg: SamplerSett
     return x, state["x0_hat"]
 
 
-def _polish(lik: ClosureLikelihood, x_ref: Tensor, r: float, iterations: int, *, positive: bool = True) -> Tensor:
-    """``argmin_x ||x − x_ref||² / (2 r²) + L(x)`` by L-BFGS from ``x_ref`` (all samples at once: the objective is a
-    sum). ``positive``: over ``x = exp(z)`` (exact positivity, as in RML), from ``x_ref`` clipped at 1e-3 of its
-    max, no pixel above 10 times that max. Returns the best iterate with a finite objective (the closure χ² can
-    overflow where a model visibility vanishes, and the line search then fails)."""
-    peak = x_ref.flatten(1).amax(1).clamp_min(1e-12).view(-1, 1, 1, 1)
-    if positive:
-        z = torch.log(torch.maximum(x_ref, 1e-3 * peak)).detach().requires_grad_(True)
-        z_max = torch.log(10 * peak)
-    else:
-        z = x_ref.detach().clone().requires_grad_(True)
-    opt = torch.optim.LBFGS([z], max_iter=iterations, history_size=20, line_search_fn="strong_wolfe")
-    best = {"loss": math.inf, "z": z.detach().clone()}
-
-    def image(v: Tensor) -> Tensor:
-        return torch.exp(torch.minimum(v, z_max)) if positive else v
-
-    def objective() -> Tensor:
-        opt.zero_grad()
-        loss = ((image(z) - x_ref) ** 2).sum() / (2 * r**2) + lik.loss(image(z)).sum()
-        if not torch.isfinite(loss):  # reject the step: a huge value makes the line search back off
-            z.grad = torch.zeros_like(z)
-            return torch.tensor(1e30, dtype=loss.dtype)
-        loss.backward()
-        if loss.detach().item() < best["loss"]:
-            best["loss"], best["z"] = loss.detach().item(), z.detach().clone()
-        return loss
-
-    with torch.enable_grad():
-        try:
-            opt.step(objective)
-        except RuntimeError:  # a diverged line search (overflowing step size): keep the best iterate
-            pass
-    return image(best["z"]).detach()
+def _polish(lik: ClosureLikelihood, x_ref: Tensor, r: float, iterations: int, cfg: SamplerSettings) -> Tensor:
+    """The data-consistency step of every sample (:func:`~ambient_science.pipelines.eht_polish.polish`: per-sample
+    L-BFGS over ``x = exp(z)``, stopped by the discrepancy principle at ``cfg.fit_stop``, isolated bright pixels
+    penalised with ``cfg.speckle_k``)."""
+    return polish(lik, x_ref, r, iterations, positive=cfg.positive, stop=cfg.fit_stop, speckle_k=cfg.speckle_k)
 
 
 def _flux_image(lik: ClosureLikelihood, npix: int, device) -> Tensor:

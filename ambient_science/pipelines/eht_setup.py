@@ -60,7 +60,13 @@ SHIPPED = "black-hole-eht2017-32"  # ambient_science.pretrained: trained from vi
 # samplers: DAPS's Langevin step at the likelihood's curvature (step_size 1); each sample then a data-consistency
 # step; the mean of the samples that fit the data, made data-consistent, is the point estimate
 DAPS = SamplerSettings(
-    method="daps", levels=30, langevin_steps=10, step_size=1.0, polish_iterations=200, polish_mean_iterations=200
+    method="daps",
+    levels=30,
+    langevin_steps=10,
+    step_size=1.0,
+    polish_iterations=200,
+    polish_mean_iterations=200,
+    fit_rounds=4,
 )
 DPS = SamplerSettings(method="dps", levels=30, zeta=0.1, polish_iterations=200, polish_mean_iterations=200)
 
