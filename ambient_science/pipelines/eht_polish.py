@@ -10,7 +10,9 @@ replaced) shares one line search and one history across independent problems: th
 
 The discrepancy principle (``stop``): a sample stops as soon as both its reduced closure χ² are at most
 ``stop`` (≈ 1: the noise level), instead of running to the minimum of the objective, whose χ² lies below 1
-(over-fitting the noise; a posterior sample's χ² is ≈ 1).
+(over-fitting the noise; a posterior sample's χ² is ≈ 1); and a closure set already at ``stop`` is not pushed
+further while the other catches up (its term ``N χ² / 2`` becomes ``N max(χ², stop) / 2``): on the real M87
+data the log closure amplitudes were fitted to χ² 0.45 by the time the closure phases reached 1.3.
 """
 
 from __future__ import annotations
@@ -53,6 +55,10 @@ def polish(
     else:
         z = x_ref.detach().clone()
 
+    n_cp = lik.w_cp * torch.tensor([float(c.index.n_cphase) for c in lik.closures], device=x_ref.device).repeat(lik.S)
+    n_lca = lik.w_lca * torch.tensor([float(c.index.n_logcamp) for c in lik.closures], device=x_ref.device)
+    n_lca = n_lca.repeat(lik.S)
+
     def image(v: Tensor) -> Tensor:
         return torch.exp(torch.minimum(v, z_max)) if positive else v
 
@@ -63,6 +69,9 @@ def polish(
             x = image(v)
             nll, chi2 = lik.loss_and_chi2(x)
             f = ((x - x_ref) ** 2).flatten(1).sum(1) / (2 * r**2) + nll
+            if stop is not None:  # N χ² / 2 -> N max(χ², stop) / 2 per closure set
+                f = f + 0.5 * n_cp * torch.relu(stop - chi2["cphase"])
+                f = f + 0.5 * n_lca * torch.relu(stop - torch.nan_to_num(chi2["logcamp"], nan=stop))
             if speckle_k > 0:
                 excess = torch.relu(x - 0.8 * speckle_k * _neighbour_max(x))
                 f = f + (excess**2).flatten(1).sum(1) / (2 * (0.01 * peak.view(-1)) ** 2)
