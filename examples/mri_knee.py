@@ -107,7 +107,7 @@ def parse_args(argv=None) -> KneeRun:
             train_steps=args.train_steps, resume=args.resume, prior=args.prior, use_shipped=not args.train_only_here,
             train_here=not args.no_training, clean_baseline=args.with_clean_baseline,
             inference_operator=args.inference_operator, seed=args.seed, progress=not args.no_progress,
-            coils=args.coils,
+            coils=args.coils, workers=None,  # synthetic volumes written by one process per free core
         )  # fmt: skip
     except ValueError as e:
         p.error(str(e))

@@ -33,6 +33,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -41,7 +42,9 @@ from ambient_science.datasets.measurements import MeasurementFile
 from ambient_science.datasets.prepare import load_targets
 from ambient_science.linop import LinearOperator
 from ambient_science.metrics.mri import evaluate_volume
-from ambient_science.operators.mri_recon import cg_sense, l1_wavelet, total_variation, zero_filled_rss
+from ambient_science.operators.mri_recon import cg_sense, l1_wavelet, zero_filled_rss
+from ambient_science.operators.mri_recon_grid import l1_wavelet_grid, total_variation_grid
+from ambient_science.sampling.fit import apply_safe_mode
 from ambient_science.sampling.likelihoods import GaussianLikelihood
 from ambient_science.sampling.prior import Prior
 from ambient_science.sampling.reconstruction import reconstruct
@@ -126,13 +129,20 @@ def evaluate(
     device: torch.device | str = "cpu",
     progress: bool = True,
     cg_lams: Sequence[float] = (1e-2,),
+    dps_defaults: Mapping[str, Any] | None = None,
 ) -> tuple[dict[str, dict[str, float]], dict[str, Tensor]]:
     """Every method (module docstring) on the held-out slices of ``test_file``: ``(metrics, images)``.
 
     ``metrics[method] = {"psnr", "ssim", "nmse"}``; ``images`` holds ``truth`` and every method's estimate
     (std maps included) on ``device``. A-DPS uses ``inference_operator`` as ``Ã_inf`` and a CG data-consistency
-    step (:func:`~ambient_science.sampling.reconstruction.reconstruct`). A prior must have been trained on data
-    with the test file's coil count (its family's ``num_coils``; single-coil: None), else ``ValueError``.
+    step (:func:`~ambient_science.sampling.reconstruction.reconstruct`); a prior whose card records no A-DPS
+    settings (one trained in the run) samples with ``dps_defaults`` (``{"steps", "sigma_max", "options"}``, each
+    optional; ``dps_steps`` still wins). A prior must have been trained on data with the test file's coil count
+    (its family's ``num_coils``; single-coil: None), else ``ValueError``.
+
+    Cost (issue #21): L1-wavelet and TV solve every slice at every λ of their grid in one batched solve
+    (:mod:`ambient_science.operators.mri_recon_grid`); the fit test runs once per prior (with A-DPS) and its
+    report also decides the one-step estimate's safe mode; the L1 fallback is computed at most once per prior.
     """
     batch = held_out_batch(test_file, test_slices, device)
     A, y, truth, volume = batch.A, batch.y, batch.truth, batch.volume
@@ -145,15 +155,15 @@ def evaluate(
             )
     lik = GaussianLikelihood(A, y, batch.sigma)
     images = {"truth": truth, "zero_filled": A.H(y)}
-    solvers = [("l1_wavelet", l1_wavelet, l1_lams), ("total_variation", total_variation, tv_lams)]
+    solvers = [("l1_wavelet", l1_wavelet_grid, l1_lams), ("total_variation", total_variation_grid, tv_lams)]
     if A.coil_maps is not None:
         images["zero_filled_rss"] = zero_filled_rss(A, y)
-        solvers.insert(0, ("cg_sense", cg_sense, tuple(cg_lams)))
+        solvers.insert(0, ("cg_sense", lambda A, y, lams: {lam: cg_sense(A, y, lam=lam) for lam in lams}, cg_lams))
     best = {}
     for name, solver, lams in solvers:
         if not lams:
             continue
-        estimates = {lam: solver(A, y, lam=lam) for lam in lams}
+        estimates = solver(A, y, tuple(lams))
         best[name] = max(estimates, key=lambda lam: volume_metrics(truth, estimates[lam], volume)["psnr"])
         images[name] = estimates[best[name]]
     fits = {}
@@ -161,14 +171,19 @@ def evaluate(
         prefix = label.removesuffix("_this_run")
         suffix = label[len(prefix) :]
         generator = torch.Generator().manual_seed(seed)  # the same draws for every prior
-        post_one = reconstruct(prior, lik, method="one_step", generator=generator, num_draws=one_step_draws)
-        images[f"{prefix}_one_step{suffix}"] = post_one.mean
+        fallback = _once(l1_fallback(prior, A))
+        # the fit test runs once, with A-DPS below; its report then decides the one-step estimate's safe mode
+        post_one = reconstruct(prior, lik, method="one_step", generator=generator, num_draws=one_step_draws,
+                               safe_mode="off")  # fmt: skip
+        settings = {} if _records_dps(prior) else dict(dps_defaults or {})
         post = reconstruct(
-            prior, lik, method="dps", generator=generator, num_samples=dps_samples, steps=dps_steps,
-            inference_operator=inference_operator, data_consistency="cg" if coils is None else "none",
-            progress=progress,
-            fallback=l1_fallback(prior, A),
+            prior, lik, method="dps", generator=generator, num_samples=dps_samples,
+            steps=dps_steps if dps_steps is not None else settings.get("steps"), sigma_max=settings.get("sigma_max"),
+            sampler_options=settings.get("options"), inference_operator=inference_operator,
+            data_consistency="cg" if coils is None else "none", progress=progress, fallback=fallback,
         )  # fmt: skip
+        post_one = apply_safe_mode(post_one, lik, post.fit, "auto", fallback=fallback)
+        images[f"{prefix}_one_step{suffix}"] = post_one.mean
         images[f"{prefix}_dps{suffix}"], images[f"{prefix}_dps_std{suffix}"] = post.mean, post.std
         if post.fit is not None:
             fits[f"{prefix}_dps{suffix}"] = post.fit
@@ -181,6 +196,25 @@ def evaluate(
         metrics[name]["lam"] = lam
         metrics[name]["lam_interior"] = len(lams) > 2 and lams[0] < lam < lams[-1]
     return metrics, images
+
+
+def _records_dps(prior: Prior) -> bool:
+    """Whether the prior's card records A-DPS settings (``prior.json`` ``"sampler"`` -> ``"dps"``)."""
+    return bool(((getattr(prior, "config", None) or {}).get("sampler") or {}).get("dps"))
+
+
+def _once(fallback):
+    """``fallback`` computed at most once (the one-step estimate and A-DPS share the same likelihood)."""
+    if fallback is None:
+        return None
+    cache = {}
+
+    def run(likelihood):
+        if id(likelihood) not in cache:
+            cache[id(likelihood)] = fallback(likelihood)
+        return cache[id(likelihood)]
+
+    return run
 
 
 def _coils(num_coils: int | None) -> str:
