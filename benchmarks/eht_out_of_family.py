@@ -19,7 +19,11 @@ PA (``metrics.eht.ring_fit`` on the truth) lie in the 68 % / 95 % intervals of t
     python benchmarks/eht_out_of_family.py --out runs/eht_ood                   # the benchmark (hours on CPU)
     python benchmarks/eht_out_of_family.py --quick --prior black-hole-eht2017-32 --out /tmp/ood   # smoke test
 
-Writes ``OUT/results.json`` (every case and the summary) and prints the summary table.
+Writes ``OUT/results.json`` (every case and the summary) and prints the summary table. Calibration: the raw
+68 % / 95 % coverage, and the split-conformal factors (``pipelines.eht_calibration``) learned on one held-out
+family and tested on the other (cross-fitted: the coverage is measured on cases the factor never saw);
+``--write-card OUT/results.json`` stores the factors learned on all cases in the shipped prior's card, where
+``examples/black_hole.py --uvfits`` applies them.
 """
 
 from __future__ import annotations
@@ -40,7 +44,14 @@ from ambient_science.metrics.eht import ring_fit
 from ambient_science.operators.eht_noise import apply_station_gains, station_gains
 from ambient_science.operators.interferometry import Interferometer
 from ambient_science.pipelines.eht import closure_observation
-from ambient_science.pipelines.eht_calibration import LEVELS, QUANTITIES, cross_fit_coverage, inside
+from ambient_science.pipelines.eht_calibration import (
+    LEVELS,
+    QUANTITIES,
+    card_entry,
+    cross_fit_coverage,
+    inside,
+    write_card,
+)
 from ambient_science.pipelines.eht_eval import dirty_image, image_metrics, ring_intervals, rml_baseline
 from ambient_science.pipelines.eht_reconstruct import reconstruct_closure
 from ambient_science.pipelines.eht_setup import QUICK, Setup
@@ -190,7 +201,19 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=Path("runs/eht_ood"))
     p.add_argument("--quick", action="store_true", help="tiny sampler settings (a smoke test; numbers meaningless)")
+    p.add_argument("--write-card", type=Path, metavar="RESULTS",
+                   help="run nothing: store the ring-interval calibration factors of RESULTS (a results.json of this "
+                        "benchmark) in the card of the shipped prior --prior")  # fmt: skip
     args = p.parse_args(argv)
+    if args.write_card is not None:
+        res = json.loads(args.write_card.read_text())
+        if "conformal" not in res.get("summary", {}):
+            raise SystemExit(f"eht_out_of_family: {args.write_card} has no summary.conformal (calibration) entry")
+        cmd = (f"python benchmarks/eht_out_of_family.py --prior {res['prior']} --images {res['images']} "
+               f"--seeds {res['seeds']} --num-samples {res['num_samples']}")  # fmt: skip
+        entry = card_entry(res["summary"]["conformal"], command=cmd, results=str(args.write_card))
+        print(f"wrote {write_card(pretrained.path(args.prior), entry)}: {entry['factors']}")
+        return res
     if not args.m87.is_file():
         raise SystemExit(f"eht_out_of_family: --m87 {args.m87} is not a file; pass the EHT 2017 M87* UVFITS file")
     res = run(args)

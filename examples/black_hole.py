@@ -11,8 +11,10 @@ maximum likelihood (RML) and the dirty image (§8). The real EHT 2017 M87* data 
 
 Two priors by default, both trained from visibilities only: the **shipped** prior ``black-hole-eht2017-32``
 (``ambient_science.pretrained``; its model card says how long it trained) -> rows ``ambient_daps`` and
-``ambient_dps``; and a short prior trained **in this run** -> rows ``ambient_daps_this_run`` and
-``ambient_dps_this_run``. ``--uvfits`` images with the shipped prior (or ``--prior``) and trains nothing.
+``ambient_dps``; and a short prior trained **in this run** on the same 32 × 32 / 128 µas grid -> rows
+``ambient_daps_this_run`` and ``ambient_dps_this_run``. ``--uvfits`` images with the broad shipped prior
+``black-hole-eht-64`` (64 × 64 over 160 µas, trained on a far richer generator; or ``--prior``), 32 samples, and
+trains nothing.
 The choices behind the sizes and samplers are in :mod:`ambient_science.pipelines.eht_setup`.
 
 Run::
@@ -26,7 +28,8 @@ Run::
 Writes ``OUT/metrics.json`` and ``OUT/black_hole.png`` (the training run under ``OUT/train``), or with
 ``--uvfits`` ``OUT/<file stem>/`` with ``image.fits``, ``samples.fits`` (every posterior sample, with a table of
 their closure χ², fit flags and ring fits), ``image.png`` and ``metrics.json`` (ring diameter, width and PA with
-68 %/95 % intervals over the samples that fit; ``--num-samples 32`` or more for intervals worth the name).
+68 %/95 % intervals over the kept samples, raw and calibrated by the factors in the prior's card: split-conformal,
+learned on out-of-family generator images, ``pipelines.eht_calibration``).
 
 Data consistency: every posterior sample carries its closure χ² and a ``fits`` flag (both reduced χ² in
 [0.7, 1.3]); a warning names the observations where fewer than half fit. Images enter the prior at its training
@@ -47,7 +50,7 @@ prefer_passive_wait()
 
 from ambient_science.pipelines.eht import held_out_observations
 from ambient_science.pipelines.eht_eval import evaluate_synthetic, image_uvfits, plot_synthetic, print_table
-from ambient_science.pipelines.eht_setup import load_priors, resolve_setup
+from ambient_science.pipelines.eht_setup import SHIPPED, SHIPPED_REAL, load_priors, resolve_setup
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -65,7 +68,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--systematic", type=float, default=0.0,
                    help="--uvfits: fractional systematic floor on every visibility sigma (e.g. 0.02)")  # fmt: skip
     p.add_argument("--num-test", type=int, help="held-out synthetic observations (default 8)")
-    p.add_argument("--num-samples", type=int, help="DAPS posterior samples per observation (default 8)")
+    p.add_argument("--num-samples", type=int,
+                   help="DAPS posterior samples per observation (default 8; 32 with --uvfits)")  # fmt: skip
     p.add_argument("--inference-operator", choices=("test", "law"), default="test", help="law of Ã_inf")
     p.add_argument("--seed", type=int, default=0, help="seed of every random draw (data, training, sampling)")
     p.add_argument("--quick", action="store_true", help="a tiny configuration (tests; numbers meaningless)")
@@ -80,7 +84,7 @@ def main(argv: list[str] | None = None) -> dict:
         train_steps=args.train_steps,
         train_images=args.train_images,
         num_test=args.num_test,
-        num_samples=args.num_samples,
+        num_samples=args.num_samples if args.num_samples or args.uvfits is None or args.quick else 32,
         inference_operator=args.inference_operator,
     )
     args.out.mkdir(parents=True, exist_ok=True)
@@ -97,6 +101,7 @@ def main(argv: list[str] | None = None) -> dict:
         shipped=not args.train_only_here,
         train=train,
         resume=args.resume,
+        shipped_name=SHIPPED_REAL if args.uvfits is not None and not args.quick else SHIPPED,
     )
 
     if args.uvfits is not None:  # 2'. real data: closure quantities of a UVFITS file, DAPS through one prior

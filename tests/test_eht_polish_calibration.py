@@ -70,3 +70,22 @@ def test_cross_fit_learns_on_the_other_group_only():
     assert out["raw"]["diameter_uas_in68"] == 0.5
     assert out["factors_by_held_out_group"]["a"]["diameter_uas"] == pytest.approx(0.5)  # learned on b
     assert out["calibrated_cross_fit"]["diameter_uas_in68"] == 0.5  # a stays out (factor 0.5), b is in (factor 3)
+
+
+def test_card_entry_is_written_beside_untouched_weights(tmp_path):
+    import json
+    import shutil
+
+    from ambient_science import pretrained
+    from ambient_science.sampling.prior import load_prior
+
+    src = pretrained.path("black-hole-eht2017-32")
+    shutil.copytree(src, tmp_path / "p")
+    conformal = {"factors_all": {"diameter_uas": 2.5, "pa_deg": 1.5}, "cases": 12,
+                 "raw": {"diameter_uas_in68": 0.25}, "calibrated_cross_fit": {"diameter_uas_in68": 0.6}}  # fmt: skip
+    entry = cal.card_entry(conformal, command="python benchmarks/eht_out_of_family.py", results="r.json")
+    cal.write_card(tmp_path / "p", entry)
+    card = json.loads((tmp_path / "p" / "prior.json").read_text())["card"]
+    assert card["calibration"]["factors"] == {"diameter_uas": 2.5, "pa_deg": 1.5} and card["calibration"]["cases"] == 12
+    prior = load_prior(tmp_path / "p")  # the weights' checksum still holds
+    assert prior.config["card"]["calibration"]["factors"]["pa_deg"] == 1.5

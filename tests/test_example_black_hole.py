@@ -13,7 +13,7 @@ import torch
 
 from ambient_science.operators.interferometry import InterferometerFamily, density_weights
 from ambient_science.pipelines.eht import held_out_observations
-from ambient_science.pipelines.eht_setup import QUICK, Setup, load_priors, resolve_setup
+from ambient_science.pipelines.eht_setup import QUICK, SHIPPED_REAL, Setup, load_priors, resolve_setup
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "black_hole.py"
 
@@ -47,8 +47,14 @@ def test_resolve_setup_overrides_sizes_and_the_inference_operator_of_both_sample
 def test_load_priors_rejects_an_unknown_training_mode_and_a_run_without_prior(tmp_path):
     with pytest.raises(ValueError, match="train must be"):
         load_priors(QUICK, tmp_path, device="cpu", train="sometimes")
-    with pytest.raises(ValueError, match="no prior to image with"):  # 16 px: the shipped prior does not fit
-        load_priors(QUICK, tmp_path, device="cpu", train="never")
+    with pytest.raises(ValueError, match="no prior to image with"):
+        load_priors(QUICK, tmp_path, device="cpu", train="never", shipped=False)
+
+
+def test_load_priors_without_training_takes_the_shipped_prior_on_its_own_grid(tmp_path):
+    priors, info, setup = load_priors(QUICK, tmp_path, device="cpu", train="never", shipped_name=SHIPPED_REAL)
+    assert set(priors) == {"ambient"} and (setup.npix, setup.fov_uas) == (64, 160.0)
+    assert info["ambient"]["steps"] > 0
 
 
 def test_held_out_observations_are_reproducible_and_carry_station_gains():

@@ -22,13 +22,15 @@ seeds): :func:`cross_fit_coverage` learns on every split but one and tests on th
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["QUANTITIES", "apply", "cross_fit_coverage", "factors", "inside", "score"]
+__all__ = ["QUANTITIES", "apply", "card_entry", "cross_fit_coverage", "factors", "inside", "score", "write_card"]
 
 QUANTITIES = {"diameter_uas": 0.25, "pa_deg": 0.5}  # name -> the half-width floor (its units)
 LEVELS = ("68", "95")
@@ -111,3 +113,27 @@ def cross_fit_coverage(cases: Sequence[Mapping[str, Any]], group: str = "split")
         "factors_by_held_out_group": per_group,
         "factors_all": factors(scores_of(cases)) if cases else None,
     }
+
+
+def card_entry(conformal: Mapping[str, Any], *, command: str, results: str) -> dict[str, Any]:
+    """The card's ``calibration`` entry from a benchmark's ``summary["conformal"]``: the factors learned on all
+    its cases, how many, the raw and cross-fitted calibrated coverage, and where they come from."""
+    return {
+        "factors": dict(conformal["factors_all"]),
+        "method": "split-conformal inflation of the kept samples' ring intervals around their median "
+        "(pipelines.eht_calibration); one factor per quantity, from the 68 % scores",
+        "cases": int(conformal["cases"]),
+        "coverage_raw": dict(conformal["raw"]),
+        "coverage_calibrated_cross_fit": dict(conformal["calibrated_cross_fit"]),
+        "command": command,
+        "results": results,
+    }
+
+
+def write_card(prior_dir: Path, entry: Mapping[str, Any]) -> Path:
+    """Store ``entry`` as ``card["calibration"]`` in ``prior_dir/prior.json`` (the weights are untouched)."""
+    path = Path(prior_dir) / "prior.json"
+    info = json.loads(path.read_text())
+    info["card"]["calibration"] = dict(entry)
+    path.write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")  # the layout export_prior writes
+    return path

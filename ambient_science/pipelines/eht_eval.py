@@ -23,6 +23,7 @@ from ambient_science.metrics.eht import RingFit, blurred_psnr, closure_chi2, nxc
 from ambient_science.operators.closure import ClosureData
 from ambient_science.operators.interferometry import Interferometer, density_weights
 from ambient_science.operators.rml import rml_image
+from ambient_science.pipelines import eht_calibration as calibration
 from ambient_science.pipelines.eht import HeldOut, closure_observation, zero_baseline_flux
 from ambient_science.pipelines.eht_likelihood import with_systematic
 from ambient_science.pipelines.eht_reconstruct import ClosurePosterior, reconstruct_closure
@@ -279,6 +280,8 @@ def image_uvfits(
     samples = post.samples[:, 0, 0].cpu().numpy()
     kept = post.kept[:, 0].cpu().numpy()
     intervals = ring_intervals(samples[kept], psize)
+    factors = ((prior.config or {}).get("card") or {}).get("calibration", {}).get("factors") or {}
+    calibrated = {q: calibration.apply(intervals[q], float(f), q) for q, f in factors.items() if q in intervals}
     rows = [ring_fit(x, psize) for x in samples]
     write_sample_cube(out_dir / "samples.fits", samples, sky, {
         "chi2_cphase": post.chi2_cphase[:, 0].cpu().numpy(), "chi2_logcamp": post.chi2_logcamp[:, 0].cpu().numpy(),
@@ -303,6 +306,8 @@ def image_uvfits(
         "inference_operator": setup.daps.inference_operator,
         "samples": sample_stats(post),
         "ring_intervals_kept_samples": intervals,
+        "ring_intervals_calibrated": calibrated or "the prior's card has no calibration factors",
+        "calibration": ((prior.config or {}).get("card") or {}).get("calibration"),
         "samples_file": str(out_dir / "samples.fits"),
         "prior": source,
     }
