@@ -36,7 +36,6 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,6 +48,7 @@ from ambient_science.datasets.prepare import prepare_fastmri
 from ambient_science.datasets.synthetic_knee import write_synthetic_knee, write_synthetic_knee_dataset
 from ambient_science.pipelines.gpu_preset import GPU_DATA, GPU_NETWORK, GPU_SAMPLING, GPU_TRAIN
 from ambient_science.pipelines.mri_eval import evaluate, save_figure, targets_path
+from ambient_science.pipelines.stages import side_by_side, timed
 from ambient_science.pipelines.training import train
 from ambient_science.sampling.prior import Prior, load_prior
 from ambient_science.training.checkpoint import list_checkpoints
@@ -378,7 +378,7 @@ def run(config: KneeRun, *, log: Callable[[str], None] = print) -> dict[str, Any
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     stages: dict[str, dict[str, float]] = {}
-    with _timed(stages, "volumes"):
+    with timed(stages, "volumes"):
         train_files, test_files = source_volumes(
             out, preset, data=config.data, seed=config.seed, with_train=config.train_here, coils=config.coils,
             log=log, workers=config.workers,
@@ -401,10 +401,10 @@ def run(config: KneeRun, *, log: Callable[[str], None] = print) -> dict[str, Any
     priors: dict[str, Prior] = {}
     train_info: dict[str, dict] = {}
     if config.train_here:  # every torchrun rank trains (DDP); only rank 0 evaluates
-        with _timed(stages, "prepare"):
+        with timed(stages, "prepare"):
             train_file = prepared(train_files, f"train_r{config.acceleration}_{res}.h5", config.acceleration,
                                   config.seed, False)  # fmt: skip
-        with _timed(stages, "train"):
+        with timed(stages, "train"):
             priors["ambient_this_run"], train_info["ambient_this_run"] = train_prior(
                 train_file, out / "train", preset, **training
             )
@@ -437,16 +437,33 @@ def run(config: KneeRun, *, log: Callable[[str], None] = print) -> dict[str, Any
     l1_lams = preset.l1_lams
     if config.coils is not None:  # ill-conditioned SENSE: the best L1 λ lay at 3e-2 (R = 4) and >= 1e-1 (R = 8)
         l1_lams = (*l1_lams, 3e-2, 1e-1, 3e-1)
-    for R in config.test_accelerations:
-        with _timed(stages, "prepare"):
-            test_file = prepared(test_files, f"test_r{R}_{res}.h5", R, config.seed + 1, True)
-        with _timed(stages, f"evaluate R={R}"):
-            test[str(R)], figure[R] = evaluate(
-                priors, test_file, test_slices=preset.test_slices, l1_lams=l1_lams, tv_lams=preset.tv_lams,
-                one_step_draws=preset.one_step_draws, dps_samples=preset.dps_samples, dps_steps=preset.dps_steps,
-                inference_operator=config.inference_operator, seed=config.seed, device=device,
-                progress=config.progress, cg_lams=preset.cg_lams, dps_defaults=preset.dps_defaults,
-            )  # fmt: skip
+    with timed(stages, "prepare"):
+        test_paths = {R: prepared(test_files, f"test_r{R}_{res}.h5", R, config.seed + 1, True)
+                      for R in config.test_accelerations}  # fmt: skip
+
+    def evaluate_at(R: int):
+        return evaluate(
+            priors, test_paths[R], test_slices=preset.test_slices, l1_lams=l1_lams, tv_lams=preset.tv_lams,
+            one_step_draws=preset.one_step_draws, dps_samples=preset.dps_samples, dps_steps=preset.dps_steps,
+            inference_operator=config.inference_operator, seed=config.seed, device=device,
+            progress=config.progress, cg_lams=preset.cg_lams, dps_defaults=preset.dps_defaults,
+        )  # fmt: skip
+
+    accelerations = tuple(config.test_accelerations)
+    threads = torch.get_num_threads()
+    if device.type == "cpu" and threads > 1 and len(accelerations) > 1:
+        # one evaluation per free core, side by side (issue #21): a batch of 16 small images keeps one core busy,
+        # not two, so on two cores the accelerations in two threads of one intra-op thread each take about half the
+        # wall time of one after the other; the same results (own generators, one thread each)
+        with timed(stages, "evaluate R=" + "+".join(map(str, accelerations))):
+            results = dict(zip(accelerations, side_by_side(evaluate_at, accelerations, threads)))
+    else:
+        results = {}
+        for R in accelerations:
+            with timed(stages, f"evaluate R={R}"):
+                results[R] = evaluate_at(R)
+    for R, (metrics_R, images_R) in results.items():
+        test[str(R)], figure[R] = metrics_R, images_R
     metrics = {
         "train": {
             "acceleration": config.acceleration,
@@ -459,33 +476,10 @@ def run(config: KneeRun, *, log: Callable[[str], None] = print) -> dict[str, Any
         },
         "test": test,
     }
-    with _timed(stages, "figure"):
+    with timed(stages, "figure"):
         save_figure(out / "reconstructions.png", figure, "shipped prior" if config.prior is None else "--prior")
     metrics["stages"] = stages
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     log("stage times, wall / CPU seconds (CPU: all threads and worker processes): "
         + "; ".join(f"{k} {v['wall_s']:.0f} / {v['cpu_s']:.0f}" for k, v in stages.items()))  # fmt: skip
     return metrics
-
-
-def _cpu_seconds() -> float:
-    """CPU time of this process (all its threads) and of its finished worker processes."""
-    try:
-        import resource  # Unix only
-
-        children = resource.getrusage(resource.RUSAGE_CHILDREN)
-        return time.process_time() + children.ru_utime + children.ru_stime
-    except ImportError:
-        return time.process_time()
-
-
-@contextmanager
-def _timed(stages: dict[str, dict[str, float]], name: str):
-    """Add the wall and CPU seconds of the block to ``stages[name]`` (``{"wall_s", "cpu_s"}``)."""
-    wall, cpu = time.perf_counter(), _cpu_seconds()
-    try:
-        yield
-    finally:
-        entry = stages.setdefault(name, {"wall_s": 0.0, "cpu_s": 0.0})
-        entry["wall_s"] = round(entry["wall_s"] + time.perf_counter() - wall, 1)
-        entry["cpu_s"] = round(entry["cpu_s"] + _cpu_seconds() - cpu, 1)

@@ -1,0 +1,62 @@
+"""Where a pipeline's time goes, and running its independent parts side by side (issue #21).
+
+* :func:`timed`: a block's wall and CPU seconds added to a ``stages`` dict (the MRI example writes it to
+  ``metrics.json`` under ``"stages"`` and prints it);
+* :func:`cpu_seconds`: CPU time of this process, all its threads, plus its finished worker processes;
+* :func:`side_by_side`: independent calls in Python threads that share the intra-op threads.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+
+try:
+    import resource  # Unix only: the CPU time of finished worker processes
+except ImportError:  # pragma: no cover
+    resource = None
+
+__all__ = ["cpu_seconds", "side_by_side", "timed"]
+
+
+def side_by_side(function: Callable[[Any], Any], items: Sequence[Any], threads: int) -> list[Any]:
+    """``[function(item) for item in items]`` in ``min(len(items), threads)`` Python threads that share the
+    ``threads`` intra-op threads (at least one each; torch releases the GIL inside its kernels); the intra-op
+    thread count is restored afterwards."""
+    workers = max(1, min(len(items), threads))
+    per_worker = max(1, threads // workers)
+
+    def job(item):
+        torch.set_num_threads(per_worker)  # OpenMP's thread count is per calling thread: set it in each worker
+        return function(item)
+
+    try:
+        with ThreadPoolExecutor(workers) as pool:
+            return list(pool.map(job, items))
+    finally:
+        torch.set_num_threads(threads)
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process (all its threads) and of its finished worker processes."""
+    if resource is None:
+        return time.process_time()
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + children.ru_utime + children.ru_stime
+
+
+@contextmanager
+def timed(stages: dict[str, dict[str, float]], name: str):
+    """Add the wall and CPU seconds of the block to ``stages[name]`` (``{"wall_s", "cpu_s"}``)."""
+    wall, cpu = time.perf_counter(), cpu_seconds()
+    try:
+        yield
+    finally:
+        entry = stages.setdefault(name, {"wall_s": 0.0, "cpu_s": 0.0})
+        entry["wall_s"] = round(entry["wall_s"] + time.perf_counter() - wall, 1)
+        entry["cpu_s"] = round(entry["cpu_s"] + cpu_seconds() - cpu, 1)
