@@ -26,7 +26,7 @@ not the test volumes), R = 4, A-DPS mean of 4, the shipped prior: ``python examp
 --seed 7 --test-accelerations 4 --inference-operator law`` gives 21.82 dB, ``... full`` 22.99 dB (zero-filled
 16.76 dB).
 
-Run (offline, built-in SYNTHETIC knee-like phantoms, a 2-core CPU, under 15 minutes)::
+Run (offline, built-in SYNTHETIC knee-like phantoms, a 2-core CPU, about 10 minutes)::
 
     python examples/mri_knee.py
 
