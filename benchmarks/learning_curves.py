@@ -287,13 +287,18 @@ def write_plot(out: Path, results: dict) -> None:
         for j, R in enumerate(rs):
             ax = axes[i, j]
             pts = [p for p in results["points"] if p["family"] == fam and p["R"] == R]
-            evals = sorted({p["eval"] for p in pts})
+            evals = [p["eval"] for p in pts]
+            main = max(set(evals), key=evals.count) if evals else None  # the evaluation most points share
+            variant_label = "variants (tags, inference operators, other evaluations)"
             for prior, op, ev in sorted({(p["prior"], p["operator"], p["eval"]) for p in pts}):
                 sel = [p for p in pts if (p["prior"], p["operator"], p["eval"]) == (prior, op, ev)]
                 sel.sort(key=lambda p: p["images"])
-                label = f"{prior} A-DPS" + ("" if op == _default_operator(prior) else f" ({op})")
-                ax.plot([p["images"] for p in sel], [p["metrics"]["ambient_dps"]["psnr"] for p in sel], "o-",
-                        label=label + (f" [{ev}]" if len(evals) > 1 else ""))  # fmt: skip
+                x, y = [p["images"] for p in sel], [p["metrics"]["ambient_dps"]["psnr"] for p in sel]
+                if prior in ("ambient", "clean", "em") and op == _default_operator(prior) and ev == main:
+                    ax.plot(x, y, "o-", label=f"{prior} A-DPS")
+                else:  # a variant of the gap study: a grey marker, one legend entry for all of them
+                    ax.plot(x, y, "x", c="0.6", ms=5, label=variant_label)
+                    variant_label = None
             if pts:
                 for base, style in (("l1_wavelet", "--"), ("zero_filled", ":")):
                     ax.axhline(pts[0]["metrics"][base]["psnr"], ls=style, c="gray", label=base)
@@ -301,7 +306,7 @@ def write_plot(out: Path, results: dict) -> None:
             ax.set_xlabel("training images seen")
             ax.set_ylabel("PSNR [dB]")
             ax.set_title(f"{fam}, test R = {R}")
-            ax.legend(fontsize=7)
+            ax.legend(fontsize=6, framealpha=0.5)
     fig.tight_layout()
     fig.savefig(out / "curves.png", dpi=110)
     plt.close(fig)
