@@ -5,10 +5,11 @@ import math
 import pytest
 import torch
 
+from ambient_science.metrics.eht import neighbour_max
 from ambient_science.pipelines import eht_calibration as cal
 from ambient_science.pipelines.eht import closure_observation, held_out_observations
 from ambient_science.pipelines.eht_likelihood import ClosureLikelihood
-from ambient_science.pipelines.eht_polish import _neighbour_max, polish
+from ambient_science.pipelines.eht_polish import polish
 
 
 def _likelihood(samples: int):
@@ -40,7 +41,7 @@ def test_polish_stops_at_the_discrepancy_level():
 def test_neighbour_max_excludes_the_pixel_itself():
     x = torch.zeros(1, 1, 5, 5)
     x[0, 0, 2, 2] = 3.0
-    nb = _neighbour_max(x)
+    nb = neighbour_max(x, fill=0.0)
     assert float(nb[0, 0, 2, 2]) == 0.0 and float(nb[0, 0, 1, 1]) == 3.0 and float(nb[0, 0, 0, 0]) == 0.0
 
 

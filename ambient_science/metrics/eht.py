@@ -57,6 +57,7 @@ __all__ = [
     "closure_chi2",
     "gaussian_blur",
     "isolated_pixels",
+    "neighbour_max",
     "nxcorr",
     "psnr",
     "psnr_shifted",
@@ -70,15 +71,16 @@ __all__ = [
 _RAD_PER_UAS = math.pi / 180.0 / 3600.0 / 1e6
 
 
-def _neighbour_max(img: Tensor) -> Tensor:
-    """The largest of the eight neighbours of every pixel of ``(B, 1, N, N)`` (outside the image counts as -inf)."""
-    pad = torch.nn.functional.pad(img, (1, 1, 1, 1), value=-math.inf)
+def neighbour_max(img: Tensor, fill: float = -math.inf) -> Tensor:
+    """The largest of the eight neighbours of every pixel of ``(B, 1, N, N)``, differentiable (outside the image
+    counts as ``fill``: ``-inf`` ignores it, the isolated-pixel test's choice)."""
+    pad = torch.nn.functional.pad(img, (1, 1, 1, 1), value=fill)
     patches = torch.nn.functional.unfold(pad, 3).reshape(img.shape[0], 9, *img.shape[-2:])
     return torch.cat([patches[:, :4], patches[:, 5:]], 1).amax(1, keepdim=True)
 
 
 def _speckle_mask(img: Tensor, k: float, rel: float) -> tuple[Tensor, Tensor]:
-    nb = _neighbour_max(img)
+    nb = neighbour_max(img)
     peak = img.flatten(1).amax(1).view(-1, 1, 1, 1)
     return (img > k * nb.clamp_min(0)) & (img > rel * peak), nb
 

@@ -280,7 +280,8 @@ def image_uvfits(
     samples = post.samples[:, 0, 0].cpu().numpy()
     kept = post.kept[:, 0].cpu().numpy()
     intervals = ring_intervals(samples[kept], psize)
-    factors = ((prior.config or {}).get("card") or {}).get("calibration", {}).get("factors") or {}
+    card_calibration = ((prior.config or {}).get("card") or {}).get("calibration")
+    factors = (card_calibration or {}).get("factors") or {}
     calibrated = {q: calibration.apply(intervals[q], float(f), q) for q, f in factors.items() if q in intervals}
     rows = [ring_fit(x, psize) for x in samples]
     write_sample_cube(out_dir / "samples.fits", samples, sky, {
@@ -307,7 +308,7 @@ def image_uvfits(
         "samples": sample_stats(post),
         "ring_intervals_kept_samples": intervals,
         "ring_intervals_calibrated": calibrated or "the prior's card has no calibration factors",
-        "calibration": ((prior.config or {}).get("card") or {}).get("calibration"),
+        "calibration": card_calibration,
         "samples_file": str(out_dir / "samples.fits"),
         "prior": source,
     }

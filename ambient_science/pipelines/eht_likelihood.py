@@ -75,6 +75,9 @@ class ClosureLikelihood(Likelihood):
         self.scale = image_scale(npix)
         self.flux = torch.as_tensor(list(total_flux), dtype=torch.float32, device=device).repeat(self.S)
         self.flux_frac, self.w_cp, self.w_lca = float(flux_frac), float(cphase_weight), float(logcamp_weight)
+        # closure-phase and log-closure-amplitude counts per sample (S·T,): a reduced χ² times its count is the sum
+        self.n_cphase = torch.tensor([float(c.index.n_cphase) for c in self.closures], device=device).repeat(self.S)
+        self.n_logcamp = torch.tensor([float(c.index.n_logcamp) for c in self.closures], device=device).repeat(self.S)
 
     def visibilities(self, x: Tensor) -> Tensor:
         """Model visibilities of network-unit images, ``(S·T, K)`` complex [Jy]."""
@@ -98,10 +101,8 @@ class ClosureLikelihood(Likelihood):
     def loss_and_chi2(self, x: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         """``(loss (S·T,), reduced χ² per sample)`` from one evaluation of the model visibilities."""
         chi2 = self.chi_squared(x)
-        n_cp = torch.tensor([float(c.index.n_cphase) for c in self.closures], device=x.device).repeat(self.S)
-        n_lca = torch.tensor([float(c.index.n_logcamp) for c in self.closures], device=x.device).repeat(self.S)
-        nll = 0.5 * self.w_cp * n_cp * chi2["cphase"]
-        nll = nll + 0.5 * self.w_lca * n_lca * torch.nan_to_num(chi2["logcamp"], nan=0.0)
+        nll = 0.5 * self.w_cp * self.n_cphase.to(x.device) * chi2["cphase"]
+        nll = nll + 0.5 * self.w_lca * self.n_logcamp.to(x.device) * torch.nan_to_num(chi2["logcamp"], nan=0.0)
         flux = x.sum((1, 2, 3)) / self.scale
         return nll + (flux - self.flux) ** 2 / (2 * (self.flux_frac * self.flux) ** 2), chi2
 

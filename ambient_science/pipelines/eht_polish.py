@@ -22,6 +22,7 @@ import math
 import torch
 from torch import Tensor
 
+from ambient_science.metrics.eht import neighbour_max
 from ambient_science.pipelines.eht_likelihood import ClosureLikelihood
 
 __all__ = ["polish"]
@@ -55,9 +56,8 @@ def polish(
     else:
         z = x_ref.detach().clone()
 
-    n_cp = lik.w_cp * torch.tensor([float(c.index.n_cphase) for c in lik.closures], device=x_ref.device).repeat(lik.S)
-    n_lca = lik.w_lca * torch.tensor([float(c.index.n_logcamp) for c in lik.closures], device=x_ref.device)
-    n_lca = n_lca.repeat(lik.S)
+    n_cp = lik.w_cp * lik.n_cphase.to(x_ref.device)
+    n_lca = lik.w_lca * lik.n_logcamp.to(x_ref.device)
 
     def image(v: Tensor) -> Tensor:
         return torch.exp(torch.minimum(v, z_max)) if positive else v
@@ -73,7 +73,7 @@ def polish(
                 f = f + 0.5 * n_cp * torch.relu(stop - chi2["cphase"])
                 f = f + 0.5 * n_lca * torch.relu(stop - torch.nan_to_num(chi2["logcamp"], nan=stop))
             if speckle_k > 0:
-                excess = torch.relu(x - 0.8 * speckle_k * _neighbour_max(x))
+                excess = torch.relu(x - 0.8 * speckle_k * neighbour_max(x, fill=0.0))
                 f = f + (excess**2).flatten(1).sum(1) / (2 * (0.01 * peak.view(-1)) ** 2)
             (g,) = torch.autograd.grad(f.sum(), v)
         done = torch.zeros(B, dtype=torch.bool, device=v.device)
@@ -129,14 +129,6 @@ def polish(
         small = (s.abs().amax(1) < 1e-9) & moved
         active = active & moved & ~done & ~small
     return image(z).detach()
-
-
-def _neighbour_max(x: Tensor) -> Tensor:
-    """The largest of the eight neighbours of every pixel (0 outside the image), differentiable. ``(B, 1, N, N)``."""
-    p = torch.nn.functional.pad(x, (1, 1, 1, 1))
-    n = x.shape[-1]
-    shifts = [p[..., 1 + i : 1 + i + n, 1 + j : 1 + j + n] for i in (-1, 0, 1) for j in (-1, 0, 1) if (i, j) != (0, 0)]
-    return torch.stack(shifts, 0).amax(0)
 
 
 def _direction(g: Tensor, s_hist: list[Tensor], y_hist: list[Tensor]) -> Tensor:
