@@ -276,9 +276,12 @@ class Interferometer(SubsampledOperator):
         return tables
 
     def _compute_exponentials(self, real_dtype: torch.dtype) -> tuple[Tensor, Tensor]:
-        B, K = self.oshape
-        N, dev = self.npix, self.uv.device
-        theta = (2 * math.pi * self.pixel_size) * self.uv  # (B, K, 2) radians per pixel step, float64
+        uv = self.uv
+        if uv.shape[0] > 1 and not needs_graph(uv) and bool((uv == uv[:1]).all()):
+            uv = uv[:1]  # one coverage for the whole batch (the samples of one observation): one table, (1, 2K, N)
+        B, K = uv.shape[0], self.oshape[1]
+        N, dev = self.npix, uv.device
+        theta = (2 * math.pi * self.pixel_size) * uv  # (B, K, 2) radians per pixel step, float64
         c = (N / 2 - 0.5 - torch.arange(N, dtype=real_dtype, device=dev)).expand(B, 1, N)
         shift = torch.zeros(B, 2 * K, 1, dtype=real_dtype, device=dev)
         shift[:, K:] = -math.pi / 2  # sin(a) = cos(a - π/2): one cosine table holds both
@@ -306,7 +309,7 @@ class Interferometer(SubsampledOperator):
         B, K = self.oshape
         e_u, e_v = self._exponentials(x.dtype)
         if needs_graph(x, self.uv):
-            t = torch.bmm(e_v, x)  # (B, 2K, N): rows summed with cos / sin of 2π v y
+            t = torch.matmul(e_v, x)  # (B, 2K, N): rows summed with cos / sin of 2π v y (e_v (1 or B, 2K, N))
             t_re, t_im = t[:, :K], t[:, K:]
             cu, su = e_u[:, :K], e_u[:, K:]
             re = (t_re * cu - t_im * su).sum(-1)
@@ -316,6 +319,8 @@ class Interferometer(SubsampledOperator):
         # batch of 32 no longer spills the caches; per image it is no slower than a batch of 1)
         out = torch.empty(B, K, dtype=x.dtype.to_complex(), device=x.device)
         re_im = torch.view_as_real(out)
+        if e_v.shape[0] < B:
+            return self._dft_shared(x, e_u[0], e_v[0], out)
         t = prod = None
         for s, _ in chunks(B, 1, 2 * K * self.npix * x.element_size(), _dft_budget(x.device)):
             n = s.stop - s.start
@@ -332,6 +337,22 @@ class Interferometer(SubsampledOperator):
             torch.add(sums[:, :K], sums[:, K:], out=re_im[s, :, 1])
         return out
 
+    def _dft_shared(self, x: Tensor, e_u: Tensor, e_v: Tensor, out: Tensor) -> Tensor:
+        """:meth:`_dft` without a gradient for one coverage shared by the batch (``(2K, N)`` tables): a few samples
+        side by side in one matrix product ``e_v · [x_1 … x_n]``; the tables stay in cache for the whole batch."""
+        B, K = self.oshape
+        N = self.npix
+        re_im = torch.view_as_real(out)
+        for s, _ in chunks(B, 1, 2 * K * N * x.element_size(), _dft_budget(x.device)):
+            n = s.stop - s.start
+            t = torch.mm(e_v, x[s].transpose(0, 1).reshape(N, n * N)).view(2 * K, n, N)  # (2K, n, N)
+            sums = (t * e_u[:, None]).sum(-1)  # [t_re cu; t_im su] summed: (2K, n)
+            torch.sub(sums[:K], sums[K:], out=re_im[s, :, 0].T)
+            prod = torch.mul(t[:K], e_u[K:, None])  # [t_re su; t_im cu]
+            prod.addcmul_(t[K:], e_u[:K, None])
+            torch.sum(prod, -1, out=re_im[s, :, 1].T)
+        return out
+
     def _dft_adjoint(self, w: Tensor, real_dtype: torch.dtype) -> Tensor:
         """``Re Σ_k w_k exp(-2πi (u_k x_j + v_k y_j))``. Shape: ``(B, K)`` -> ``(B, N, N)``."""
         B, K = self.oshape
@@ -340,8 +361,20 @@ class Interferometer(SubsampledOperator):
         w_re, w_im = w.real[..., None], w.imag[..., None]
         if needs_graph(w, self.uv):
             r = torch.cat([w_re * cu + w_im * su, w_im * cu - w_re * su], dim=1)  # w conj(e_u), (B, 2K, N)
-            return torch.bmm(e_v.transpose(1, 2), r)  # Re(conj(e_v)^T r) = cos_v^T r_re + sin_v^T r_im
+            return torch.matmul(e_v.transpose(1, 2), r)  # Re(conj(e_v)^T r) = cos_v^T r_re + sin_v^T r_im
         out = torch.empty(B, self.npix, self.npix, dtype=real_dtype, device=w.device)
+        if e_v.shape[0] < B:  # one coverage for the batch: one matrix product per chunk of samples
+            N = self.npix
+            cu, su = cu[0, :, None], su[0, :, None]  # (K, 1, N)
+            for s, _ in chunks(B, 1, 2 * K * N * out.element_size(), _dft_budget(w.device)):
+                n = s.stop - s.start
+                a, b = w_re[s, :, 0].T[..., None], w_im[s, :, 0].T[..., None]  # (K, n, 1)
+                r = torch.empty(2 * K, n, N, dtype=real_dtype, device=w.device)
+                torch.mul(cu, a, out=r[:K]).addcmul_(su, b)
+                torch.mul(cu, b, out=r[K:]).addcmul_(su, a, value=-1.0)
+                img = torch.mm(e_v[0].T, r.view(2 * K, n * N)).view(N, n, N)
+                out[s].copy_(img.transpose(0, 1))
+            return out
         r = None
         for s, _ in chunks(B, 1, 2 * K * self.npix * out.element_size(), _dft_budget(w.device)):
             if r is None or r.shape[0] != s.stop - s.start:

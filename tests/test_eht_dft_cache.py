@@ -86,3 +86,34 @@ def test_family_operator_and_gradient():
     (grad,) = torch.autograd.grad(0.5 * (A(x) - y).abs().square().sum(), x)
     with torch.no_grad():
         torch.testing.assert_close(grad, A.H(A(x) - y))
+
+
+@pytest.mark.parametrize("budget", [None, 1])
+def test_one_coverage_for_the_batch_keeps_one_table_and_the_same_numbers(monkeypatch, budget):
+    """Samples of one observation share their uv points: one (1, 2K, N) table, one matrix product per chunk."""
+    if budget is not None:
+        monkeypatch.setattr(visibilities, "_DFT_CHUNK_BYTES", budget)
+    single = _operator(B=1, K=30, npix=12, weight=True)
+    B = 4
+    shared = Interferometer(
+        single.uv.expand(B, -1, -1), 12, single.pixel_size, single.observed.expand(B, -1),
+        weight=single.weight.expand(B, -1), method="dft",
+    )  # fmt: skip
+    assert shared._exponentials(torch.float64)[0].shape[0] == 1
+    x = torch.rand(B, 1, 12, 12, dtype=torch.float64)
+    v = torch.complex(torch.randn(B, 30, dtype=torch.float64), torch.randn(B, 30, dtype=torch.float64))
+    y_ref = torch.cat([single(x[b : b + 1]) for b in range(B)])
+    img_ref = torch.cat([single.H(v[b : b + 1]) for b in range(B)])
+    torch.testing.assert_close(shared(x), y_ref, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(shared.H(v), img_ref, rtol=1e-12, atol=1e-12)
+    xg = x.clone().requires_grad_()
+    torch.testing.assert_close(shared(xg).detach(), y_ref, rtol=1e-12, atol=1e-12)
+    (grad,) = torch.autograd.grad(shared(xg).abs().pow(2).sum(), xg)
+    grad_ref = torch.cat(
+        [torch.autograd.grad(single(xg[b : b + 1]).abs().pow(2).sum(), xg)[0][b : b + 1] for b in range(B)]
+    )
+    torch.testing.assert_close(grad, grad_ref, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(shared.H(v.clone().requires_grad_()).detach(), img_ref, rtol=1e-12, atol=1e-12)
+    # different coverages in one batch keep a table per sample
+    mixed = Interferometer(torch.cat([single.uv, 0.5 * single.uv]), 12, single.pixel_size, method="dft")
+    assert mixed._exponentials(torch.float64)[0].shape[0] == 2
