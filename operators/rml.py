@@ -37,7 +37,7 @@ from torch import Tensor
 from ambient_science.operators.closure import ClosureData
 from ambient_science.operators.interferometry import Interferometer
 
-__all__ = ["RMLWeights", "gaussian_image", "rml_image", "rml_objective"]
+__all__ = ["RMLWeights", "blur", "gaussian_image", "rml_image", "rml_objective"]
 
 FWHM_TO_SIGMA = 1.0 / (2.0 * math.sqrt(2.0 * math.log(2.0)))
 
@@ -64,16 +64,17 @@ def gaussian_image(npix: int, pixel_size: float, fwhm: float, total_flux: float)
     return total_flux * g / g.sum()
 
 
-def _blur(img: Tensor, fwhm_px: float) -> Tensor:
-    """Separable Gaussian blur by FFT-free convolution with a normalised kernel, ``(N, N)`` -> ``(N, N)``."""
+def blur(img: Tensor, fwhm_px: float) -> Tensor:
+    """Separable Gaussian blur of FWHM ``fwhm_px`` pixels (a normalised kernel, edges replicated: no flux leaves the
+    field). Shape: ``(..., N, N)`` -> ``(..., N, N)``."""
     s = fwhm_px * FWHM_TO_SIGMA
     r = max(1, math.ceil(3 * s))
     k = torch.exp(-0.5 * (torch.arange(-r, r + 1, dtype=img.dtype, device=img.device) / s) ** 2)
     k = k / k.sum()
-    x = img[None, None]
+    x = img.reshape(-1, 1, *img.shape[-2:])
     x = torch.nn.functional.conv2d(torch.nn.functional.pad(x, (r, r, 0, 0), mode="replicate"), k.view(1, 1, 1, -1))
     x = torch.nn.functional.conv2d(torch.nn.functional.pad(x, (0, 0, r, r), mode="replicate"), k.view(1, 1, -1, 1))
-    return x[0, 0]
+    return x.reshape(img.shape)
 
 
 def _lbfgs(objective: Callable[[Tensor], Tensor], z0: Tensor, n_iter: int) -> Tensor:
@@ -186,7 +187,7 @@ def rml_image(
     total_rounds = n_rounds + (max_reweight if target_chi2 is not None else 0)
     for rnd in range(total_rounds):
         if rnd > 0:
-            img = _blur(img, blur_fwhm / pixel_size).clamp_min(1e-12 * total_flux)
+            img = blur(img, blur_fwhm / pixel_size).clamp_min(1e-12 * total_flux)
         img = torch.exp(_lbfgs(objective, torch.log(img), n_iter))
         _, terms = rml_objective(img, A, closure, prior, total_flux, weights)
         if callback is not None:

@@ -38,6 +38,37 @@ def test_polish_stops_at_the_discrepancy_level():
     assert float(stopped["cphase"] + stopped["logcamp"]) > float(free["cphase"] + free["logcamp"])
 
 
+def test_fit_rounds_restart_non_fitting_samples_from_a_blurred_copy(monkeypatch):
+    """A sample above the fit range is re-polished from its blurred copy (flux kept); a fitting one is left alone."""
+    import dataclasses
+
+    from ambient_science.operators.interferometry import uas_to_rad
+    from ambient_science.operators.rml import blur
+    from ambient_science.pipelines import eht_reconstruct as rec
+
+    lik, truth = _likelihood(2)
+    flat = torch.full_like(truth, float(truth.sum()) / 256)
+    chi = {"cphase": torch.tensor([5.0, 1.0]), "logcamp": torch.tensor([1.0, 1.0])}
+    monkeypatch.setattr(lik, "chi_squared", lambda x: chi)
+    starts = []
+
+    def fake_polish(lik_, x_ref, r, iterations, cfg):
+        starts.append(x_ref.clone())
+        chi["cphase"] = torch.tensor([1.0, 1.0])  # fits after one round
+        return x_ref + 1.0
+
+    monkeypatch.setattr(rec, "_polish", fake_polish)
+    x = torch.cat([truth, flat])
+    cfg = dataclasses.replace(rec.SamplerSettings(), fit_rounds=3, fit_blur_uas=12.0)
+    out = rec._fit_rounds(lik, x, cfg)
+    assert len(starts) == 1  # one round: then both fit
+    torch.testing.assert_close(starts[0], blur(x, uas_to_rad(12.0) / lik.A.pixel_size))
+    torch.testing.assert_close(out[0], starts[0][0] + 1.0)  # the non-fitting sample: restarted
+    torch.testing.assert_close(out[1], flat[0])  # the fitting one: unchanged
+    torch.testing.assert_close(starts[0].sum((1, 2, 3)), x.sum((1, 2, 3)))  # the blur keeps the flux
+    assert float(starts[0][0].amax()) < float(truth.amax())
+
+
 def test_neighbour_max_excludes_the_pixel_itself():
     x = torch.zeros(1, 1, 5, 5)
     x[0, 0, 2, 2] = 3.0
