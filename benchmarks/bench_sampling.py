@@ -32,6 +32,7 @@ from typing import Any
 import torch
 from _timing import PeakMemory, ensure_thread_env, quartiles, timed
 from bench_train_step import FAMILIES, make_family
+from learning_curves import background_hf
 
 from ambient_science.network import UNetConfig, build_network
 from ambient_science.sampling.daps import sample_daps
@@ -364,8 +365,25 @@ MRI_VARIANTS: tuple[tuple, ...] = (
     ("4 samples x 32 steps from 10, prox per step", 4, 32, 1, 10.0, {"step_dc": "prox"}),
     ("4 samples x 24 steps from 10, prox per step", 4, 24, 1, 10.0, {"step_dc": "prox"}),
     ("4 samples x 16 steps from 10, prox per step", 4, 16, 1, 10.0, {"step_dc": "prox"}),
+    ("4 samples x 12 steps from 10, prox per step", 4, 12, 1, 10.0, {"step_dc": "prox"}),
+    ("2 samples x 24 steps from 10, prox per step", 2, 24, 1, 10.0, {"step_dc": "prox"}),
     ("4 samples x 48 steps from 80, Gaussian Jacobian (forward only)", 4, 48, 1, 80.0,
      {"step_dc": None, "jacobian": "gaussian"}),
+    ("4 samples x 24 steps from 10, prox per step, no network Jacobian", 4, 24, 1, 10.0,
+     {"step_dc": "prox", "jacobian": False}),
+    ("4 samples x 24 steps from 10, prox per step, Gaussian Jacobian", 4, 24, 1, 10.0,
+     {"step_dc": "prox", "jacobian": "gaussian"}),
+    ("4 samples x 20 steps from 10, prox per step", 4, 20, 1, 10.0, {"step_dc": "prox"}),
+    ("4 samples x 12 Heun steps from 10, prox per step", 4, 12, 1, 10.0, {"step_dc": "prox", "heun": True}),
+    ("4 samples x 10 Heun steps from 10, prox per step", 4, 10, 1, 10.0, {"step_dc": "prox", "heun": True}),
+    # where the speckle enters (issue #19): the final CG step, the Jacobian, the per-step step, the sample average
+    ("4 samples x 48 steps from 80, no final data consistency", 4, 48, 1, 80.0, {"step_dc": None, "final_dc": "none"}),
+    ("1 sample x 48 steps from 80", 1, 48, 1, 80.0, {"step_dc": None}),
+    ("16 samples x 24 steps from 10, prox per step", 16, 24, 1, 10.0, {"step_dc": "prox"}),
+    ("4 samples x 20 steps from 10, prox per step, forward-only guidance above sigma 1", 4, 20, 1, 10.0,
+     {"step_dc": "prox", "jacobian_sigma_max": 1.0}),
+    ("4 samples x 20 steps from 10, prox per step, forward-only guidance above sigma 0.3", 4, 20, 1, 10.0,
+     {"step_dc": "prox", "jacobian_sigma_max": 0.3}),
 )  # fmt: skip
 
 
@@ -396,12 +414,14 @@ def mri_reconstruction(
     lik = GaussianLikelihood(batch.A, batch.y, batch.sigma)
     rows, reference = [], None
     for label, samples, steps, sample_batch, sigma_max, *extra in variants:
+        options = dict(extra[0]) if extra else {}
+        final_dc = options.pop("final_dc", "cg")
         g = torch.Generator().manual_seed(seed)
         t, cpu = time.perf_counter(), time.process_time()
         post = reconstruct(
             prior, lik, method="dps", generator=g, num_samples=samples, steps=steps, inference_operator="full",
-            sigma_max=sigma_max, sampler_options=extra[0] if extra else None,
-            data_consistency="cg", progress=False, fallback=l1_fallback(prior, batch.A), sample_batch=sample_batch,
+            sigma_max=sigma_max, sampler_options=options or None,
+            data_consistency=final_dc, progress=False, fallback=l1_fallback(prior, batch.A), sample_batch=sample_batch,
         )  # fmt: skip
         seconds, cpu = time.perf_counter() - t, time.process_time() - cpu
         m = volume_metrics(batch.truth, post.mean, batch.volume)
@@ -414,6 +434,9 @@ def mri_reconstruction(
             paired[f"d_{key}"], paired[f"d_{key}_se"] = statistics.mean(d), se
             paired[f"{key}_slices_worse"] = sum(v < 0 for v in d)
         rows.append({"variant": label, "seconds": seconds, "cpu_seconds": cpu, "slices": int(batch.y.shape[0]), **m,
+                     "bg_hf_db": background_hf(post.mean, batch.truth),
+                     "bg_hf_sample_db": background_hf(post.samples[0] if post.samples is not None else post.mean,
+                                                      batch.truth),
                      **paired, "psnr_per_slice": psnrs, "ssim_per_slice": ssims})  # fmt: skip
         if report is not None:
             report(rows[-1])
@@ -458,7 +481,8 @@ def main(argv: list[str] | None = None) -> None:
             print(f"{row['variant']:70s} {row['seconds']:7.1f} s ({row['cpu_seconds']:.1f} s CPU) for {row['slices']} "
                   f"slices  PSNR {row['psnr']:.2f} dB  SSIM {row['ssim']:.4f}  per slice vs the first: PSNR "
                   f"{row['d_psnr']:+.2f} ± {row['d_psnr_se']:.2f} dB ({row['psnr_slices_worse']} worse), SSIM "
-                  f"{row['d_ssim']:+.4f} ± {row['d_ssim_se']:.4f}", flush=True)  # fmt: skip
+                  f"{row['d_ssim']:+.4f} ± {row['d_ssim_se']:.4f}; speckle bg_hf {row['bg_hf_db']:.1f} dB (one sample "
+                  f"{row['bg_hf_sample_db']:.1f})", flush=True)  # fmt: skip
 
         mri_reconstruction(args.mri, variants=variants, report=show, seed=args.mri_seed)
         return
