@@ -93,7 +93,8 @@ def run(args: argparse.Namespace) -> dict:
     N, fov, psize = fam.npix, fam.fov_uas, fam.pixel_size
     setup = QUICK if args.quick else Setup()
     setup = dataclasses.replace(setup, npix=N, fov_uas=fov)
-    daps = dataclasses.replace(setup.daps, inference_operator="test")
+    daps = dataclasses.replace(setup.daps, inference_operator="test", fit_blur_uas=args.fit_blur_uas)
+    setup = dataclasses.replace(setup, dps=dataclasses.replace(setup.dps, fit_blur_uas=args.fit_blur_uas))
     trk = tracks(args.m87)
     cases, t0 = [], time.perf_counter()
     for si, split in enumerate(args.splits):
@@ -198,6 +199,10 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--images", type=int, default=4, help="test images per family")
     p.add_argument("--seeds", type=int, default=3, help="noise seeds per image and track")
     p.add_argument("--num-samples", type=int, default=32, help="DAPS posterior samples per observation")
+    p.add_argument(
+        "--fit-blur-uas", type=float, default=0.0,
+        help="restart the samples that do not fit from a blurred copy of this FWHM (SamplerSettings.fit_blur_uas)",
+    )  # fmt: skip
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=Path("runs/eht_ood"))
     p.add_argument("--quick", action="store_true", help="tiny sampler settings (a smoke test; numbers meaningless)")
