@@ -312,8 +312,8 @@ AMBIENT_WORK = {
     "mri": "about ten coil-sized FFTs per step (`Ã ε`, `Ãᴴ`, the two projections `P = ÃᴴÃ` of the "
     "preconditioning, `A D`, and their backward), each a few milliseconds at 64² with 8 coils",
     "eht": "four dense transforms per step (`Ã ε`, `Ãᴴ`, the dirty-beam conditioning, `A D`) and the backward of "
-    "`A D`, each recomputing its separable cos/sin tables (about 1000 visibilities per sample); profiled, the "
-    "batched matrix products take a third of it, the tables and elementwise products most of the rest",
+    "`A D`, with the separable cos/sin tables of each coverage computed once and cached (about 1000 visibilities "
+    "per sample)",
 }
 
 
