@@ -257,8 +257,9 @@ def render(results: dict[str, Any]) -> str:
         "",
     ]
     if meta.get("merged"):
-        kept = ", ".join(meta["merged"]["sections_kept"])
-        lines += [f"Sections {kept} are kept from the run of {meta['merged']['from_run']} (`--merge`).", ""]
+        ran = meta["merged"].get("ran") or {k: meta["merged"]["from_run"] for k in meta["merged"]["sections_kept"]}
+        kept = ", ".join(f"{k} ({when})" for k, when in ran.items())
+        lines += [f"Sections kept from earlier runs (`--merge`), each with the date it ran: {kept}.", ""]
     if meta["quick"]:
         lines += ["**Quick smoke run: tiny sizes, numbers are not claims.**", ""]
     lines += [
@@ -514,7 +515,11 @@ def main(argv: list[str] | None = None) -> int:
         results["sections"] = {
             k: (results["sections"].get(k) or kept[k]) for k in SECTIONS if k in kept or k in results["sections"]
         }
-        results["meta"]["merged"] = {"sections_kept": sorted(kept), "from_run": old.get("meta", {}).get("started")}
+        results["meta"]["merged"] = {
+            "sections_kept": sorted(kept),
+            "from_run": old.get("meta", {}).get("started"),
+            "ran": {k: kept[k].get("started") for k in sorted(kept)},  # each kept section's own date
+        }
     results["analysis"] = [] if args.quick else analysis(results)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(results, indent=1, default=_json_default) + "\n")
