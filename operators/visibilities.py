@@ -256,7 +256,8 @@ class Interferometer(SubsampledOperator):
 
     def _exponentials(self, real_dtype: torch.dtype) -> tuple[Tensor, Tensor]:
         """``cat(cos, sin)`` of ``2π u x_c`` and of ``2π v y_r`` on the image grid, each ``(B, 2K, N)`` of
-        ``real_dtype`` (phases computed in it: exact to ~1e-15 in float64, to ~1e-5 rad in float32).
+        ``real_dtype`` (phases computed in it: exact to ~1e-15 in float64, to ~1e-5 rad in float32); ``(1, 2K, N)``
+        when every sample has the same uv points (one table for the batch; the transforms broadcast it).
 
         Cached per operator and ``(dtype, device)`` (a fresh cache after ``.to()``; the key also holds ``uv``'s
         storage and version, so an in-place change of ``uv`` recomputes them), shared with the operators of
