@@ -29,8 +29,8 @@ the fit). Samples still above ``fit_range`` get ``fit_rounds`` further steps, ea
 times weaker (likelihood annealing; a blurred restart, ``fit_blur_uas``, fits more samples to the wrong images).
 Isolated saturated pixels left (:func:`~ambient_science.metrics.eht.isolated_pixels`: above ``speckle_k`` times the
 largest of the eight neighbours and above 1 % of the peak) are replaced by that neighbour maximum at the end, and
-the χ² are computed after that. Fewer than half the samples of an observation fitting is
-a warning; the mean is taken over the fitting samples and those within ``keep_factor`` of the best closure-phase χ².
+the χ² are computed after that. Fewer than half the samples of an observation fitting is a warning; the mean is
+taken over the fitting samples and those within ``keep_factor`` of the best closure-phase χ².
 
 What remains (``benchmarks/eht_out_of_family.py``): on sources unlike the prior's training images, many samples
 end in local optima of the non-convex closure χ² (χ² 2–60) that the data-consistency step does not leave; they
