@@ -65,8 +65,9 @@ def gaussian_image(npix: int, pixel_size: float, fwhm: float, total_flux: float)
 
 
 def blur(img: Tensor, fwhm_px: float) -> Tensor:
-    """Separable Gaussian blur of FWHM ``fwhm_px`` pixels (a normalised kernel, edges replicated: no flux leaves the
-    field). Shape: ``(..., N, N)`` -> ``(..., N, N)``."""
+    """Separable Gaussian blur of FWHM ``fwhm_px`` pixels (a normalised kernel; the border pixels are replicated
+    outward, so no flux leaves the field, and flux at the border is counted again). Shape: ``(..., N, N)`` ->
+    ``(..., N, N)``."""
     s = fwhm_px * FWHM_TO_SIGMA
     r = max(1, math.ceil(3 * s))
     k = torch.exp(-0.5 * (torch.arange(-r, r + 1, dtype=img.dtype, device=img.device) / s) ** 2)

@@ -364,18 +364,8 @@ class Interferometer(SubsampledOperator):
             r = torch.cat([w_re * cu + w_im * su, w_im * cu - w_re * su], dim=1)  # w conj(e_u), (B, 2K, N)
             return torch.matmul(e_v.transpose(1, 2), r)  # Re(conj(e_v)^T r) = cos_v^T r_re + sin_v^T r_im
         out = torch.empty(B, self.npix, self.npix, dtype=real_dtype, device=w.device)
-        if e_v.shape[0] < B:  # one coverage for the batch: one matrix product per chunk of samples
-            N = self.npix
-            cu, su = cu[0, :, None], su[0, :, None]  # (K, 1, N)
-            for s, _ in chunks(B, 1, 2 * K * N * out.element_size(), _dft_budget(w.device)):
-                n = s.stop - s.start
-                a, b = w_re[s, :, 0].T[..., None], w_im[s, :, 0].T[..., None]  # (K, n, 1)
-                r = torch.empty(2 * K, n, N, dtype=real_dtype, device=w.device)
-                torch.mul(cu, a, out=r[:K]).addcmul_(su, b)
-                torch.mul(cu, b, out=r[K:]).addcmul_(su, a, value=-1.0)
-                img = torch.mm(e_v[0].T, r.view(2 * K, n * N)).view(N, n, N)
-                out[s].copy_(img.transpose(0, 1))
-            return out
+        if e_v.shape[0] < B:
+            return self._dft_adjoint_shared(w, e_u[0], e_v[0], out)
         r = None
         for s, _ in chunks(B, 1, 2 * K * self.npix * out.element_size(), _dft_budget(w.device)):
             if r is None or r.shape[0] != s.stop - s.start:
@@ -383,6 +373,22 @@ class Interferometer(SubsampledOperator):
             torch.mul(cu[s], w_re[s], out=r[:, :K]).addcmul_(su[s], w_im[s])
             torch.mul(cu[s], w_im[s], out=r[:, K:]).addcmul_(su[s], w_re[s], value=-1.0)
             torch.bmm(e_v[s].transpose(1, 2), r, out=out[s])
+        return out
+
+    def _dft_adjoint_shared(self, w: Tensor, e_u: Tensor, e_v: Tensor, out: Tensor) -> Tensor:
+        """:meth:`_dft_adjoint` without a gradient for one coverage shared by the batch (``(2K, N)`` tables): one
+        matrix product ``e_vᵀ · [r_1 … r_n]`` per chunk of samples."""
+        B, K = self.oshape
+        N = self.npix
+        cu, su = e_u[:K, None], e_u[K:, None]  # (K, 1, N)
+        for s, _ in chunks(B, 1, 2 * K * N * out.element_size(), _dft_budget(w.device)):
+            n = s.stop - s.start
+            a, b = w.real[s].T[..., None], w.imag[s].T[..., None]  # (K, n, 1)
+            r = torch.empty(2 * K, n, N, dtype=out.dtype, device=w.device)
+            torch.mul(cu, a, out=r[:K]).addcmul_(su, b)
+            torch.mul(cu, b, out=r[K:]).addcmul_(su, a, value=-1.0)
+            img = torch.mm(e_v.T, r.view(2 * K, n * N)).view(N, n, N)
+            out[s].copy_(img.transpose(0, 1))
         return out
 
     def _nufft_phase(self, dtype: torch.dtype) -> tuple[Tensor, Tensor]:

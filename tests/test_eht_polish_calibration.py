@@ -1,12 +1,16 @@
 """The per-sample data-consistency step (eht_polish) and the split-conformal ring intervals (eht_calibration)."""
 
+import dataclasses
 import math
 
 import pytest
 import torch
 
 from ambient_science.metrics.eht import neighbour_max
+from ambient_science.operators.interferometry import uas_to_rad
+from ambient_science.operators.rml import blur
 from ambient_science.pipelines import eht_calibration as cal
+from ambient_science.pipelines import eht_reconstruct as rec
 from ambient_science.pipelines.eht import closure_observation, held_out_observations
 from ambient_science.pipelines.eht_likelihood import ClosureLikelihood
 from ambient_science.pipelines.eht_polish import polish
@@ -40,12 +44,6 @@ def test_polish_stops_at_the_discrepancy_level():
 
 def test_fit_rounds_restart_non_fitting_samples_from_a_blurred_copy(monkeypatch):
     """A sample above the fit range is re-polished from its blurred copy (flux kept); a fitting one is left alone."""
-    import dataclasses
-
-    from ambient_science.operators.interferometry import uas_to_rad
-    from ambient_science.operators.rml import blur
-    from ambient_science.pipelines import eht_reconstruct as rec
-
     lik, truth = _likelihood(2)
     flat = torch.full_like(truth, float(truth.sum()) / 256)
     chi = {"cphase": torch.tensor([5.0, 1.0]), "logcamp": torch.tensor([1.0, 1.0])}
