@@ -1,4 +1,4 @@
-"""CPU thread defaults that degrade gracefully on a shared machine: :func:`default_threads`, :func:`configure_threads`.
+"""CPU thread defaults that degrade gracefully on a shared machine: :func:`configure_threads`, :func:`retune`.
 
 Why: PyTorch starts one intra-op thread per core it sees, and its OpenMP threads spin at each barrier while they
 wait for the others. When other processes hold most of the cores, every parallel region waits for its slowest
@@ -11,10 +11,15 @@ Defaults of :func:`configure_threads` (each overridden by an explicit argument o
 
 * intra-op threads: ``AMBIENT_SCIENCE_THREADS``, else ``OMP_NUM_THREADS`` when set (the user's choice), else the
   free share of the CPUs this process may use, ``round(cpus · (1 − load / cpu_count))``, at least 1, where ``cpus``
-  is the affinity mask capped by a cgroup CPU quota and ``load`` the CPUs busy now (:func:`current_load`, 0.1 s of
-  ``/proc/stat``, measured once and reused for :data:`LOAD_MAX_AGE` seconds, so a program that asks again does not
-  wait again; where there is none, the 1-minute load average, which lags by a minute) over the machine's
+  is the affinity mask capped by a cgroup CPU quota and ``load`` the CPUs that *other* processes keep busy
+  (:func:`current_load`: 0.1 s of ``/proc/stat`` less this process's own CPU time; time the hypervisor stole is
+  not counted as busy; measured once and reused for :data:`LOAD_MAX_AGE` seconds, so a program that asks again
+  does not wait again; where there is none, the 1-minute load average, which lags by a minute) over the machine's
   ``cpu_count`` logical CPUs (on an idle machine: every usable CPU; on a busy one: 1);
+* the automatic choice is revisited while a program runs: :func:`retune` (called by the trainer at every step, a
+  clock check in between) re-chooses it from the other processes' CPU use over the last :data:`RETUNE_SECONDS`
+  seconds, so a blip at start-up does not keep a whole run on one thread, and a job that starts beside a run
+  takes a core from it; an explicit thread count is never changed;
 * OpenMP waiting: ``OMP_WAIT_POLICY=PASSIVE`` (idle threads sleep) when it is unset and torch is not yet imported
   (OpenMP reads it once, when torch loads); :func:`prefer_passive_wait` does that step alone.
 
@@ -43,7 +48,9 @@ __all__ = [
     "configure_threads",
     "current_load",
     "default_threads",
+    "describe",
     "prefer_passive_wait",
+    "retune",
     "usable_cpus",
 ]
 
@@ -51,7 +58,11 @@ __all__ = [
 THREADS_ENV = "AMBIENT_SCIENCE_THREADS"
 #: seconds for which :func:`default_threads` reuses its :func:`current_load` measurement
 LOAD_MAX_AGE = 10.0
+#: seconds of other processes' CPU use over which :func:`retune` re-chooses an automatic thread count
+RETUNE_SECONDS = 20.0
 _measured: dict[str, float | None] = {}  # {"at": time.monotonic(), "load": CPUs busy}: the last measurement
+# the automatic choice of configure_threads: {"cpus", "load", "snapshot": _Snapshot}; empty when the count is fixed
+_auto: dict = {}
 
 
 def _cgroup_quota() -> float | None:
@@ -85,33 +96,50 @@ def usable_cpus() -> int:
 
 
 def _cpu_times() -> tuple[float, float] | None:
-    """(busy, total) jiffies of all CPUs from ``/proc/stat``, None where there is none."""
+    """(busy, total) CPU-seconds of all CPUs since boot from ``/proc/stat``, None where there is none.
+
+    Busy: user, nice, system, irq, softirq. Idle, iowait and steal (time the hypervisor gave to another machine)
+    count in the total only: a stolen tick is not a process of this machine that more threads would contend with.
+    """
     try:
         with open("/proc/stat") as f:
-            fields = [float(v) for v in f.readline().split()[1:]]
+            fields = [float(v) for v in f.readline().split()[1:9]]
     except (OSError, ValueError):
         return None
     if len(fields) < 4:
         return None
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0.0)  # idle + iowait
-    return sum(fields[:8]) - idle, sum(fields[:8])
+    ticks = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    busy = fields[0] + fields[1] + fields[2] + sum(fields[5:7])
+    return busy / ticks, sum(fields) / ticks
+
+
+class _Snapshot:
+    """The machine's CPU times and this process's own CPU time at one moment."""
+
+    def __init__(self):
+        self.at = time.monotonic()
+        self.own = time.process_time()  # every thread of this process
+        self.times = _cpu_times()
+
+    def others_since(self, earlier: _Snapshot) -> float | None:
+        """CPUs kept busy by other processes between ``earlier`` and this snapshot (None without ``/proc/stat``)."""
+        if self.times is None or earlier.times is None or self.times[1] <= earlier.times[1]:
+            return None
+        busy = self.times[0] - earlier.times[0] - (self.own - earlier.own)
+        return max(0.0, busy) / (self.times[1] - earlier.times[1]) * (os.cpu_count() or 1)
 
 
 def current_load(interval: float = 0.1) -> float | None:
-    """CPUs busy right now, averaged over ``interval`` seconds (``/proc/stat``; None where there is none).
+    """CPUs busy with other processes right now, averaged over ``interval`` seconds (``/proc/stat`` less this
+    process's own CPU time; None where there is none).
 
     Unlike the 1-minute load average it does not still count a job that ended a minute ago (a run of the MRI
     example started just after another job took one thread of two because of that), nor miss one that just started.
     0.1 s is 10 ticks of the kernel's 100 Hz clock per CPU: the load to about 0.1 CPU, enough to count free cores.
     """
-    first = _cpu_times()
-    if first is None:
-        return None
+    first = _Snapshot()
     time.sleep(interval)
-    second = _cpu_times()
-    if second is None or second[1] <= first[1]:
-        return None
-    return (second[0] - first[0]) / (second[1] - first[1]) * (os.cpu_count() or 1)
+    return _Snapshot().others_since(first)
 
 
 def _env_threads(env: Mapping[str, str]) -> int | None:
@@ -183,10 +211,14 @@ def configure_threads(threads: int | None = None, *, passive_wait: bool = True) 
     """Set PyTorch's intra-op threads to ``threads`` (default :func:`default_threads`); returns the number set.
 
     With ``passive_wait`` it first calls :func:`prefer_passive_wait` (effective only before torch is imported).
-    Call it once at the start of a program, before heavy work (the load average then counts other processes).
+    Call it once at the start of a program, before heavy work. An automatic choice (no ``threads``, no
+    ``AMBIENT_SCIENCE_THREADS`` / ``OMP_NUM_THREADS``) is then revisited by :func:`retune`.
     """
     if passive_wait:
         prefer_passive_wait()
+    _auto.clear()
+    if threads is None and _env_threads(os.environ) is None:
+        _auto.update(cpus=usable_cpus(), load=_recent_load(), snapshot=_Snapshot())
     n = default_threads() if threads is None else int(threads)
     if n < 1:
         raise ValueError(f"configure_threads: threads must be >= 1, got {threads}")
@@ -195,3 +227,37 @@ def configure_threads(threads: int | None = None, *, passive_wait: bool = True) 
 
     torch.set_num_threads(n)
     return n
+
+
+def retune(every: float = RETUNE_SECONDS) -> int | None:
+    """Re-choose an automatic thread count (:func:`configure_threads` without a count) from the CPUs other
+    processes kept busy since the last re-choice, once at least ``every`` seconds have passed; returns the new
+    count when it changed, else None. A no-op (a clock check) otherwise, and for a count the user fixed."""
+    if not _auto or time.monotonic() - _auto["snapshot"].at < every:
+        return None
+    now = _Snapshot()
+    load = now.others_since(_auto["snapshot"])
+    _auto.update(snapshot=now, load=load)
+    if load is None:
+        return None
+    import torch
+
+    n = default_threads(cpus=_auto["cpus"], load=load, env={})
+    if n == torch.get_num_threads():
+        return None
+    torch.set_num_threads(n)
+    return n
+
+
+def describe() -> str:
+    """One line on the intra-op threads in use and why (for a program's log)."""
+    import torch
+
+    n = torch.get_num_threads()
+    if not _auto:
+        fixed = [f"{k}={os.environ[k]}" for k in (THREADS_ENV, "OMP_NUM_THREADS") if os.environ.get(k)]
+        return f"{n} intra-op thread(s), fixed" + (f" ({fixed[0]})" if fixed else "")
+    load = _auto.get("load")
+    busy = "unknown" if load is None else f"{load:.1f}"
+    return (f"{n} intra-op thread(s), automatic: {_auto['cpus']} usable CPU(s), {busy} busy with other processes "
+            f"(re-chosen every {RETUNE_SECONDS:.0f} s; AMBIENT_SCIENCE_THREADS=N fixes it)")  # fmt: skip

@@ -95,3 +95,76 @@ def test_default_threads_measures_the_load_once_per_max_age(monkeypatch):
     assert len(calls) == 2
     assert threads.default_threads(cpus=2, load=0.0, cpu_count=2, env={}) == 2  # an explicit load measures nothing
     assert len(calls) == 2
+
+
+def test_cpu_times_count_steal_and_iowait_as_not_busy(monkeypatch):
+    """/proc/stat: user nice system idle iowait irq softirq steal; busy = user + nice + system + irq + softirq."""
+    import io
+
+    line = "cpu  100 20 30 500 40 5 5 300 0 0\n"
+    monkeypatch.setattr(threads, "open", lambda *a, **k: io.StringIO(line), raising=False)
+    monkeypatch.setattr(threads.os, "sysconf", lambda name: 100)
+    busy, total = threads._cpu_times()
+    assert busy == pytest.approx(1.6) and total == pytest.approx(10.0)
+
+
+_Snapshot = threads._Snapshot
+
+
+def _snapshot(at: float, own: float, busy: float, total: float):
+    snap = _Snapshot.__new__(_Snapshot)
+    snap.at, snap.own, snap.times = at, own, (busy, total)
+    return snap
+
+
+def test_load_of_other_processes_leaves_out_this_process(monkeypatch):
+    """Two CPUs over 1 s (total 2 CPU-s): 1.5 CPU-s busy of which this process used 1.2: others kept 0.3 CPU busy."""
+    monkeypatch.setattr(threads.os, "cpu_count", lambda: 2)
+    first, second = _snapshot(0.0, 10.0, 50.0, 100.0), _snapshot(1.0, 11.2, 51.5, 102.0)
+    assert second.others_since(first) == pytest.approx(0.3)
+    assert _snapshot(1.0, 12.0, 51.5, 102.0).others_since(first) == 0.0  # own time counted coarser: never < 0
+    assert _snapshot(1.0, 11.0, 51.0, 100.0).others_since(first) is None  # no time passed
+
+
+def test_retune_follows_other_processes_and_never_a_fixed_count(monkeypatch):
+    """An automatic count is re-chosen from the load since the last re-choice, at most every `every` seconds;
+    a count fixed by the user (configure_threads(n), AMBIENT_SCIENCE_THREADS, OMP_NUM_THREADS) is left alone."""
+    old = torch.get_num_threads()
+    monkeypatch.setattr(threads.os, "cpu_count", lambda: 2)
+    snaps = iter([_snapshot(30.0, 68.0, 110.0, 160.0), _snapshot(60.0, 98.0, 170.0, 220.0)])
+    monkeypatch.setattr(threads, "_Snapshot", lambda: next(snaps))
+    clock = [30.0]
+    monkeypatch.setattr(threads.time, "monotonic", lambda: clock[0])
+    try:
+        torch.set_num_threads(1)
+        monkeypatch.setattr(threads, "_auto", {"cpus": 2, "load": 1.0, "snapshot": _snapshot(0.0, 8.0, 50.0, 100.0)})
+        assert threads.retune(every=40.0) is None  # 30 s < 40 s: nothing measured
+        # 0-30 s: both CPUs busy (60 CPU-s), all of it this process: the other processes are gone -> 2 threads
+        assert threads.retune(every=20.0) == 2 and torch.get_num_threads() == 2
+        assert "automatic: 2 usable CPU(s), 0.0 busy" in threads.describe()
+        clock[0] = 60.0
+        # 30-60 s: both CPUs busy, this process only 30 CPU-s: another process holds a CPU -> 1 thread
+        assert threads.retune(every=20.0) == 1 and torch.get_num_threads() == 1
+        monkeypatch.setattr(threads, "_auto", {})
+        monkeypatch.setenv("AMBIENT_SCIENCE_THREADS", "1")
+        assert threads.retune(every=0.0) is None and torch.get_num_threads() == 1
+        assert "fixed (AMBIENT_SCIENCE_THREADS=1)" in threads.describe()
+    finally:
+        torch.set_num_threads(old)
+
+
+def test_configure_threads_is_automatic_only_without_a_count(monkeypatch):
+    old = torch.get_num_threads()
+    monkeypatch.delenv("AMBIENT_SCIENCE_THREADS", raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(threads, "_auto", {})
+    try:
+        configure_threads(1)
+        assert threads._auto == {}
+        configure_threads()
+        assert threads._auto["cpus"] == usable_cpus() and "automatic" in threads.describe()
+        monkeypatch.setenv("OMP_NUM_THREADS", "1")
+        configure_threads()
+        assert threads._auto == {} and torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(old)

@@ -51,6 +51,7 @@ from ambient_science.pipelines.mri_eval import evaluate, save_figure, targets_pa
 from ambient_science.pipelines.stages import side_by_side, timed
 from ambient_science.pipelines.training import train
 from ambient_science.sampling.prior import Prior, load_prior
+from ambient_science.threads import describe, retune
 from ambient_science.training.checkpoint import list_checkpoints
 from ambient_science.training.config import DataConfig, RunConfig, TrainConfig
 from ambient_science.training.distributed import resolve_device
@@ -377,6 +378,8 @@ def run(config: KneeRun, *, log: Callable[[str], None] = print) -> dict[str, Any
     device = resolve_device(config.device)
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
+    if device.type == "cpu":
+        log(describe())
     stages: dict[str, dict[str, float]] = {}
     with timed(stages, "volumes"):
         train_files, test_files = source_volumes(
@@ -450,6 +453,7 @@ def run(config: KneeRun, *, log: Callable[[str], None] = print) -> dict[str, Any
         )  # fmt: skip
 
     accelerations = tuple(config.test_accelerations)
+    retune(every=0.0)  # an automatic thread count from the load seen since the training (no-op when fixed)
     threads = torch.get_num_threads()
     if device.type == "cpu" and threads > 1 and len(accelerations) > 1:
         # one evaluation per free core, side by side (issue #21): a batch of 16 small images keeps one core busy,
@@ -480,6 +484,6 @@ def run(config: KneeRun, *, log: Callable[[str], None] = print) -> dict[str, Any
         save_figure(out / "reconstructions.png", figure, "shipped prior" if config.prior is None else "--prior")
     metrics["stages"] = stages
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    log("stage times, wall / CPU seconds (CPU: all threads and worker processes): "
-        + "; ".join(f"{k} {v['wall_s']:.0f} / {v['cpu_s']:.0f}" for k, v in stages.items()))  # fmt: skip
+    times = (f"{k} {v['wall_s']:.0f} / {v['cpu_s']:.0f} @ {v['threads']}" for k, v in stages.items())
+    log("stage times, wall / CPU seconds (CPU: all threads and worker processes) @ threads: " + "; ".join(times))
     return metrics

@@ -52,11 +52,13 @@ def cpu_seconds() -> float:
 
 @contextmanager
 def timed(stages: dict[str, dict[str, float]], name: str):
-    """Add the wall and CPU seconds of the block to ``stages[name]`` (``{"wall_s", "cpu_s"}``)."""
+    """Add the wall and CPU seconds of the block to ``stages[name]`` (``{"wall_s", "cpu_s", "threads"}``;
+    ``threads``: the intra-op threads at its start, e.g. to tell a slow machine from a run that found it busy)."""
     wall, cpu = time.perf_counter(), cpu_seconds()
+    threads = torch.get_num_threads()
     try:
         yield
     finally:
-        entry = stages.setdefault(name, {"wall_s": 0.0, "cpu_s": 0.0})
+        entry = stages.setdefault(name, {"wall_s": 0.0, "cpu_s": 0.0, "threads": threads})
         entry["wall_s"] = round(entry["wall_s"] + time.perf_counter() - wall, 1)
         entry["cpu_s"] = round(entry["cpu_s"] + cpu_seconds() - cpu, 1)

@@ -46,6 +46,7 @@ from tqdm import tqdm
 from ambient_science.ema import EMA
 from ambient_science.family import OperatorFamily
 from ambient_science.network import EDMDenoiser, NetworkConfig, build_network
+from ambient_science.threads import retune
 from ambient_science.training.checkpoint import CheckpointError, list_checkpoints, load_for_resume, save_checkpoint
 from ambient_science.training.config import RunConfig, TrainConfig, resolve_network_config
 from ambient_science.training.data import _epochs, _to_device, data_sigma_n, make_loader, prepare_data, step_seed
@@ -375,6 +376,9 @@ def _train(config, dataset, family, info: DistInfo, callback, open_data) -> Trai
                 skipped += 1
                 _check_nonfinite(skipped, cfg, step, loss, grad_norm)
             metrics = {"step": step, "images": images_seen, "lr": lr, "skipped": skipped}
+            if device.type == "cpu":
+                retune()  # an automatic thread count follows the other processes' load (ambient_science.threads)
+                metrics["threads"] = torch.get_num_threads()
             if step % cfg.log_every == 0 or step == total:
                 metrics.update(window.flush(info, cfg.batch_size, grad_norm))
                 if logger is not None:
