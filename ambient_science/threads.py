@@ -256,7 +256,10 @@ def describe() -> str:
     n = torch.get_num_threads()
     if not _auto:
         fixed = [f"{k}={os.environ[k]}" for k in (THREADS_ENV, "OMP_NUM_THREADS") if os.environ.get(k)]
-        return f"{n} intra-op thread(s), fixed" + (f" ({fixed[0]})" if fixed else "")
+        line = f"{n} intra-op thread(s) of {usable_cpus()} usable CPU(s), fixed" + (f" ({fixed[0]})" if fixed else "")
+        if n < usable_cpus():  # e.g. an OMP_NUM_THREADS=1 exported for other jobs: say what it costs
+            line += "; on an idle machine unset it (or set AMBIENT_SCIENCE_THREADS) to use every core"
+        return line
     load = _auto.get("load")
     busy = "unknown" if load is None else f"{load:.1f}"
     return (f"{n} intra-op thread(s), automatic: {_auto['cpus']} usable CPU(s), {busy} busy with other processes "

@@ -149,6 +149,8 @@ def test_retune_follows_other_processes_and_never_a_fixed_count(monkeypatch):
         monkeypatch.setenv("AMBIENT_SCIENCE_THREADS", "1")
         assert threads.retune(every=0.0) is None and torch.get_num_threads() == 1
         assert "fixed (AMBIENT_SCIENCE_THREADS=1)" in threads.describe()
+        monkeypatch.setattr(threads, "usable_cpus", lambda: 2)
+        assert "of 2 usable CPU(s)" in threads.describe() and "to use every core" in threads.describe()
     finally:
         torch.set_num_threads(old)
 
