@@ -12,10 +12,11 @@ Defaults of :func:`configure_threads` (each overridden by an explicit argument o
 * intra-op threads: ``AMBIENT_SCIENCE_THREADS``, else ``OMP_NUM_THREADS`` when set (the user's choice), else the
   free share of the CPUs this process may use, ``round(cpus · (1 − load / cpu_count))``, at least 1, where ``cpus``
   is the affinity mask capped by a cgroup CPU quota and ``load`` the CPUs that *other* processes keep busy
-  (:func:`current_load`: 0.1 s of ``/proc/stat`` less this process's own CPU time; time the hypervisor stole is
-  not counted as busy; measured once and reused for :data:`LOAD_MAX_AGE` seconds, so a program that asks again
-  does not wait again; where there is none, the 1-minute load average, which lags by a minute) over the machine's
-  ``cpu_count`` logical CPUs (on an idle machine: every usable CPU; on a busy one: 1);
+  (:func:`current_load`: 0.1 s of ``/proc/stat`` less this process's own CPU time, again over 0.5 s when that
+  finds half a CPU busy, the smaller kept; time the hypervisor stole is not counted as busy; measured once and
+  reused for :data:`LOAD_MAX_AGE` seconds, so a program that asks again does not wait again; where there is none,
+  the 1-minute load average, which lags by a minute) over the machine's ``cpu_count`` logical CPUs (on an idle
+  machine: every usable CPU; on a busy one: 1);
 * the automatic choice is revisited while a program runs: :func:`retune` (called by the trainer at every step, a
   clock check in between) re-chooses it from the other processes' CPU use over the last :data:`RETUNE_SECONDS`
   seconds, so a blip at start-up does not keep a whole run on one thread, and a job that starts beside a run
@@ -189,10 +190,15 @@ def default_threads(
 
 
 def _recent_load() -> float | None:
-    """:func:`current_load`, measured at most once per :data:`LOAD_MAX_AGE` seconds in a process."""
+    """:func:`current_load`, measured at most once per :data:`LOAD_MAX_AGE` seconds in a process; a load of half a
+    CPU or more is measured again over 0.5 s and the smaller kept, so that a blip does not take a core away."""
     now = time.monotonic()
     if not _measured or now - float(_measured["at"]) > LOAD_MAX_AGE:
-        _measured.update(at=now, load=current_load())
+        load = current_load()
+        if load is not None and load >= 0.5:
+            again = current_load(0.5)
+            load = load if again is None else min(load, again)
+        _measured.update(at=now, load=load)
     return _measured["load"]
 
 

@@ -384,6 +384,10 @@ MRI_VARIANTS: tuple[tuple, ...] = (
      {"step_dc": "prox", "jacobian_sigma_max": 1.0}),
     ("4 samples x 20 steps from 10, prox per step, forward-only guidance above sigma 0.3", 4, 20, 1, 10.0,
      {"step_dc": "prox", "jacobian_sigma_max": 0.3}),
+    # fewer steps started lower (the steps then fall where the prior and the data disagree most)
+    ("4 samples x 16 steps from 5, prox per step", 4, 16, 1, 5.0, {"step_dc": "prox"}),
+    ("4 samples x 16 steps from 3, prox per step", 4, 16, 1, 3.0, {"step_dc": "prox"}),
+    ("4 samples x 14 steps from 3, prox per step", 4, 14, 1, 3.0, {"step_dc": "prox"}),
 )  # fmt: skip
 
 

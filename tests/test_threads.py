@@ -69,10 +69,10 @@ def test_default_threads_uses_the_current_load_when_none_is_given(monkeypatch):
     import ambient_science.threads as threads
 
     monkeypatch.setattr(threads, "_measured", {})  # no measurement reused from earlier tests
-    monkeypatch.setattr(threads, "current_load", lambda: 2.0)  # two of four CPUs busy right now
+    monkeypatch.setattr(threads, "current_load", lambda interval=0.1: 2.0)  # two of four CPUs busy now
     assert threads.default_threads(cpus=4, cpu_count=4, env={}) == 2
     monkeypatch.setattr(threads, "_measured", {})
-    monkeypatch.setattr(threads, "current_load", lambda: None)  # no /proc/stat: the load average
+    monkeypatch.setattr(threads, "current_load", lambda interval=0.1: None)  # no /proc/stat: the load average
     monkeypatch.setattr(threads.os, "getloadavg", lambda: (0.0, 0.0, 0.0))
     assert threads.default_threads(cpus=4, cpu_count=4, env={}) == 4
 
@@ -84,17 +84,25 @@ def test_default_threads_measures_the_load_once_per_max_age(monkeypatch):
     calls = []
     clock = [100.0]
     monkeypatch.setattr(threads, "_measured", {})
-    monkeypatch.setattr(threads, "current_load", lambda: calls.append(1) or 1.0)
+    monkeypatch.setattr(threads, "current_load", lambda interval=0.1: calls.append(interval) or 1.0)
     monkeypatch.setattr(threads.time, "monotonic", lambda: clock[0])
     assert threads.default_threads(cpus=2, cpu_count=2, env={}) == 1
+    assert calls == [0.1, 0.5]  # a busy CPU is measured again, over longer
     clock[0] += threads.LOAD_MAX_AGE / 2
     assert threads.default_threads(cpus=2, cpu_count=2, env={}) == 1
-    assert len(calls) == 1
+    assert len(calls) == 2
     clock[0] += threads.LOAD_MAX_AGE
     threads.default_threads(cpus=2, cpu_count=2, env={})
-    assert len(calls) == 2
+    assert len(calls) == 4
     assert threads.default_threads(cpus=2, load=0.0, cpu_count=2, env={}) == 2  # an explicit load measures nothing
-    assert len(calls) == 2
+    assert len(calls) == 4
+
+
+def test_a_blip_at_start_up_takes_no_core(monkeypatch):
+    """0.1 s that find a CPU busy, then 0.5 s that find none: the smaller load counts (every CPU is used)."""
+    monkeypatch.setattr(threads, "_measured", {})
+    monkeypatch.setattr(threads, "current_load", lambda interval=0.1: 1.2 if interval < 0.5 else 0.1)
+    assert threads.default_threads(cpus=2, cpu_count=2, env={}) == 2
 
 
 def test_cpu_times_count_steal_and_iowait_as_not_busy(monkeypatch):
