@@ -12,11 +12,11 @@ Defaults of :func:`configure_threads` (each overridden by an explicit argument o
 * intra-op threads: ``AMBIENT_SCIENCE_THREADS``, else ``OMP_NUM_THREADS`` when set (the user's choice), else the
   free share of the CPUs this process may use, ``round(cpus · (1 − load / cpu_count))``, at least 1, where ``cpus``
   is the affinity mask capped by a cgroup CPU quota and ``load`` the CPUs that *other* processes keep busy
-  (:func:`current_load`: 0.1 s of ``/proc/stat`` less this process's own CPU time, again over 0.5 s when that
-  finds half a CPU busy, the smaller kept; time the hypervisor stole is not counted as busy; measured once and
-  reused for :data:`LOAD_MAX_AGE` seconds, so a program that asks again does not wait again; where there is none,
-  the 1-minute load average, which lags by a minute) over the machine's ``cpu_count`` logical CPUs (on an idle
-  machine: every usable CPU; on a busy one: 1);
+  (:func:`current_load`: 0.1 s of ``/proc/stat`` less the CPU time of this process and its finished workers, again
+  over 0.5 s when that finds half a CPU busy, the smaller kept; time the hypervisor stole is not counted as busy;
+  measured once and reused for :data:`LOAD_MAX_AGE` seconds, so a program that asks again does not wait again;
+  where there is none, the 1-minute load average, which lags by a minute) over the machine's ``cpu_count``
+  logical CPUs (on an idle machine: every usable CPU; on a busy one: 1);
 * the automatic choice is revisited while a program runs: :func:`retune` (called by the trainer at every step, a
   clock check in between) re-chooses it from the other processes' CPU use over the last :data:`RETUNE_SECONDS`
   seconds, so a blip at start-up does not keep a whole run on one thread, and a job that starts beside a run
@@ -47,6 +47,7 @@ __all__ = [
     "LOAD_MAX_AGE",
     "THREADS_ENV",
     "configure_threads",
+    "cpu_seconds",
     "current_load",
     "default_threads",
     "describe",
@@ -114,12 +115,23 @@ def _cpu_times() -> tuple[float, float] | None:
     return busy / ticks, sum(fields) / ticks
 
 
+def cpu_seconds() -> float:
+    """CPU seconds of this process (every thread) and of its finished, reaped child processes (e.g. the workers of
+    a process pool that wrote files before training: their CPU is this program's, not another's)."""
+    try:
+        import resource
+    except ImportError:  # not Unix
+        return time.process_time()
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + children.ru_utime + children.ru_stime
+
+
 class _Snapshot:
     """The machine's CPU times and this process's own CPU time at one moment."""
 
     def __init__(self):
         self.at = time.monotonic()
-        self.own = time.process_time()  # every thread of this process
+        self.own = cpu_seconds()
         self.times = _cpu_times()
 
     def others_since(self, earlier: _Snapshot) -> float | None:

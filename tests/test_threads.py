@@ -178,3 +178,16 @@ def test_configure_threads_is_automatic_only_without_a_count(monkeypatch):
         assert threads._auto == {} and torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(old)
+
+
+def test_cpu_seconds_count_finished_workers():
+    """A worker process that burnt CPU and was reaped counts as this program's CPU, not as another process's load
+    (the MRI example writes its volumes in a process pool just before training, whose first re-choice would
+    otherwise see two busy CPUs and drop to one thread)."""
+    import subprocess
+    import sys
+
+    before = threads.cpu_seconds()
+    burn = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.3: pass"
+    subprocess.run([sys.executable, "-c", burn], check=True)
+    assert threads.cpu_seconds() - before >= 0.25

@@ -2,7 +2,8 @@
 
 * :func:`timed`: a block's wall and CPU seconds added to a ``stages`` dict (the MRI example writes it to
   ``metrics.json`` under ``"stages"`` and prints it);
-* :func:`cpu_seconds`: CPU time of this process, all its threads, plus its finished worker processes;
+* :func:`cpu_seconds` (from :mod:`ambient_science.threads`): CPU time of this process, all its threads, plus its
+  finished worker processes;
 * :func:`side_by_side`: independent calls in Python threads that share the intra-op threads.
 """
 
@@ -16,10 +17,7 @@ from typing import Any
 
 import torch
 
-try:
-    import resource  # Unix only: the CPU time of finished worker processes
-except ImportError:  # pragma: no cover
-    resource = None
+from ambient_science.threads import cpu_seconds
 
 __all__ = ["cpu_seconds", "side_by_side", "timed"]
 
@@ -40,14 +38,6 @@ def side_by_side(function: Callable[[Any], Any], items: Sequence[Any], threads: 
             return list(pool.map(job, items))
     finally:
         torch.set_num_threads(threads)
-
-
-def cpu_seconds() -> float:
-    """CPU time of this process (all its threads) and of its finished worker processes."""
-    if resource is None:
-        return time.process_time()
-    children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return time.process_time() + children.ru_utime + children.ru_stime
 
 
 @contextmanager
