@@ -161,8 +161,13 @@ def quality_section(runs_dir: Path) -> dict[str, Any]:
 
 
 def metrics_table(data: Any) -> tuple[list[list[str]], list[dict[str, Any]]]:
-    """A table of a ``metrics.json``: ``{method: {metric: value}}`` gives one row per method; a list of records
-    one row per record; anything else one row per (flattened, dotted) key."""
+    """A table of a ``metrics.json``: an example's ``{"test": ...}`` gives one row per method with the metrics every
+    method has (:func:`test_table`); ``{method: {metric: value}}`` one row per method; a list of records one row per
+    record; anything else one row per (flattened, dotted) key."""
+    if isinstance(data, dict) and isinstance(data.get("test"), dict) and data["test"]:
+        table = test_table(data["test"])
+        if table is not None:
+            return table
     if isinstance(data, dict) and isinstance(data.get("table"), list):
         data = data["table"]
     if isinstance(data, list) and data and all(isinstance(r, dict) for r in data):
@@ -175,6 +180,32 @@ def metrics_table(data: Any) -> tuple[list[list[str]], list[dict[str, Any]]]:
         return [["method", "method"]] + [[k, k] for k in keys], rows
     flat = _flatten(data) if isinstance(data, dict) else {"value": data}
     return [["key", "metric"], ["value", "value"]], [{"key": k, "value": _scalar(v)} for k, v in flat.items()]
+
+
+def test_table(test: dict[str, Any]) -> tuple[list[list[str]], list[dict[str, Any]]] | None:
+    """Rows per method of an example's ``test`` entry: ``{method: {metric: value}}`` (the black-hole example) or
+    ``{case: {method: {metric: value}}}`` (the MRI example, a case per acceleration: columns ``R=4 psnr``, ...);
+    the numeric metrics that every method of a case has, two decimals (three below 1). None for another layout."""
+
+    def is_methods(d: Any) -> bool:
+        return isinstance(d, dict) and bool(d) and all(isinstance(v, dict) for v in d.values())
+
+    cases = test if all(is_methods(v) for v in test.values()) else {"": test} if is_methods(test) else None
+    if cases is None:
+        return None
+    columns, rows = [["method", "method"]], {}
+    for case, methods in cases.items():
+        common = [k for k in next(iter(methods.values())) if all(_number(m.get(k)) for m in methods.values())]
+        label = f"R={case} " if str(case).isdigit() else f"{case} " if case else ""
+        columns += [[f"{label}{k}", f"{label}{k}"] for k in common]
+        for method, values in methods.items():
+            row = rows.setdefault(method, {"method": method})
+            row.update({f"{label}{k}": f"{values[k]:.{2 if abs(values[k]) >= 1 else 3}f}" for k in common})
+    return columns, list(rows.values())
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:

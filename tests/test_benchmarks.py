@@ -71,3 +71,25 @@ def test_quality_tables_are_read_or_marked_not_run(quick_run):
     assert results["sections"]["quality"]["tables"]["mri_knee"]["rows"][0]["psnr"] == 25.0
     for heading in ("## Machine", "## Method", "## Targets", "| zero_filled | 25.0 |"):
         assert heading in md
+
+
+def test_quality_table_of_an_example_is_one_row_per_method():
+    """The MRI example's ``{"test": {R: {method: {metric}}}}`` becomes methods × (R, metric) with two decimals,
+    metrics that not every method has (the λ of a baseline) left out; the black-hole layout ``{method: {metric}}``
+    one row per method; anything else falls back to the generic table."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from run_all import metrics_table
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    r4 = {"zero_filled": {"psnr": 17.791, "ssim": 0.4551}, "l1_wavelet": {"psnr": 18.049, "ssim": 0.4629, "lam": 3e-4}}
+    r8 = {"zero_filled": {"psnr": 16.31, "ssim": 0.343}, "l1_wavelet": {"psnr": 16.4, "ssim": 0.343, "lam": 3e-4}}
+    mri = {"train": {"steps": 800}, "test": {"4": r4, "8": r8}}
+    columns, rows = metrics_table(mri)
+    assert [c[0] for c in columns] == ["method", "R=4 psnr", "R=4 ssim", "R=8 psnr", "R=8 ssim"]
+    assert rows[1] == {"method": "l1_wavelet", "R=4 psnr": "18.05", "R=4 ssim": "0.463", "R=8 psnr": "16.40",
+                       "R=8 ssim": "0.343"}  # fmt: skip
+    columns, rows = metrics_table({"test": {"rml": {"blur_psnr": 27.6, "chi2": 0.89}, "dirty": {"blur_psnr": 16.4}}})
+    assert [c[0] for c in columns] == ["method", "blur_psnr"] and rows[0] == {"method": "rml", "blur_psnr": "27.60"}
+    columns, rows = metrics_table({"test": {"note": "none"}})  # not a table of methods: the generic layout
+    assert rows == [{"method": "test", "note": "none"}]
