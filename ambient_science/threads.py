@@ -235,9 +235,11 @@ def configure_threads(threads: int | None = None, *, passive_wait: bool = True) 
     if passive_wait:
         prefer_passive_wait()
     _auto.clear()
-    if threads is None and _env_threads(os.environ) is None:
+    if threads is None and _env_threads(os.environ) is None:  # automatic: the CPUs and load measured once, kept
         _auto.update(cpus=usable_cpus(), load=_recent_load(), snapshot=_Snapshot())
-    n = default_threads() if threads is None else int(threads)
+        n = default_threads(cpus=_auto["cpus"], load=_auto["load"], env={})
+    else:
+        n = default_threads() if threads is None else int(threads)
     if n < 1:
         raise ValueError(f"configure_threads: threads must be >= 1, got {threads}")
     # torch loads here, after the OpenMP policy above: the one place this module needs it
@@ -274,8 +276,9 @@ def describe() -> str:
     n = torch.get_num_threads()
     if not _auto:
         fixed = [f"{k}={os.environ[k]}" for k in (THREADS_ENV, "OMP_NUM_THREADS") if os.environ.get(k)]
-        line = f"{n} intra-op thread(s) of {usable_cpus()} usable CPU(s), fixed" + (f" ({fixed[0]})" if fixed else "")
-        if n < usable_cpus():  # e.g. an OMP_NUM_THREADS=1 exported for other jobs: say what it costs
+        cpus = usable_cpus()
+        line = f"{n} intra-op thread(s) of {cpus} usable CPU(s), fixed" + (f" ({fixed[0]})" if fixed else "")
+        if n < cpus:  # e.g. an OMP_NUM_THREADS=1 exported for other jobs: say what it costs
             line += "; on an idle machine unset it (or set AMBIENT_SCIENCE_THREADS) to use every core"
         return line
     load = _auto.get("load")

@@ -162,10 +162,10 @@ def quality_section(runs_dir: Path) -> dict[str, Any]:
 
 def metrics_table(data: Any) -> tuple[list[list[str]], list[dict[str, Any]]]:
     """A table of a ``metrics.json``: an example's ``{"test": ...}`` gives one row per method with the metrics every
-    method has (:func:`test_table`); ``{method: {metric: value}}`` one row per method; a list of records one row per
+    method has (:func:`methods_table`); ``{method: {metric: value}}`` one row per method; a list of records one row per
     record; anything else one row per (flattened, dotted) key."""
     if isinstance(data, dict) and isinstance(data.get("test"), dict) and data["test"]:
-        table = test_table(data["test"])
+        table = methods_table(data["test"])
         if table is not None:
             return table
     if isinstance(data, dict) and isinstance(data.get("table"), list):
@@ -182,7 +182,7 @@ def metrics_table(data: Any) -> tuple[list[list[str]], list[dict[str, Any]]]:
     return [["key", "metric"], ["value", "value"]], [{"key": k, "value": _scalar(v)} for k, v in flat.items()]
 
 
-def test_table(test: dict[str, Any]) -> tuple[list[list[str]], list[dict[str, Any]]] | None:
+def methods_table(test: dict[str, Any]) -> tuple[list[list[str]], list[dict[str, Any]]] | None:
     """Rows per method of an example's ``test`` entry: ``{method: {metric: value}}`` (the black-hole example) or
     ``{case: {method: {metric: value}}}`` (the MRI example, a case per acceleration: columns ``R=4 psnr``, ...);
     the numeric metrics that every method of a case has, two decimals (three below 1). None for another layout."""
