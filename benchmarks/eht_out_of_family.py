@@ -93,14 +93,16 @@ def run(args: argparse.Namespace) -> dict:
     N, fov, psize = fam.npix, fam.fov_uas, fam.pixel_size
     setup = QUICK if args.quick else Setup()
     setup = dataclasses.replace(setup, npix=N, fov_uas=fov)
-    daps = dataclasses.replace(setup.daps, inference_operator="test", fit_blur_uas=args.fit_blur_uas)
+    daps = dataclasses.replace(setup.daps, inference_operator="test", fit_blur_uas=args.fit_blur_uas, **args.daps)
     setup = dataclasses.replace(setup, dps=dataclasses.replace(setup.dps, fit_blur_uas=args.fit_blur_uas))
     trk = tracks(args.m87)
     cases, t0 = [], time.perf_counter()
     for si, split in enumerate(args.splits):
         cfg = split_config(split, "test", BroadImageConfig(npix=N, fov_uas=fov))
-        truths, _ = sample_family_images(args.images, cfg, generator=torch.Generator().manual_seed(2024 + si))
-        truths = truths[:, 0].double().numpy()
+        truths, _ = sample_family_images(
+            args.first_image + args.images, cfg, generator=torch.Generator().manual_seed(2024 + si)
+        )
+        truths = truths[args.first_image :, 0].double().numpy()
         for ti, name in enumerate(TRACKS):
             obs, clean, meta = [], [], []
             for i in range(args.images):
@@ -132,7 +134,7 @@ def run(args: argparse.Namespace) -> dict:
                     ),
                     "dirty": dirty_image(clean[k], N, psize, flux[k]),
                 }
-                row = {"split": split, "track": name, "image": i, "seed": seed, "n_vis": len(obs[k])}
+                row = {"split": split, "track": name, "image": args.first_image + i, "seed": seed, "n_vis": len(obs[k])}
                 for m, img in est.items():
                     met = image_metrics(
                         img, truth, obs[k], psize, blur_fwhm_uas=setup.blur_fwhm_uas, closure=closures[k]
@@ -158,7 +160,8 @@ def run(args: argparse.Namespace) -> dict:
                 args.out.mkdir(parents=True, exist_ok=True)
                 partial = {"partial": True, "cases": cases, "summary": summarise(cases)}
                 (args.out / "results.json").write_text(json.dumps(partial, indent=2) + "\n")
-    return {"prior": str(args.prior), "grid": {"npix": N, "fov_uas": fov}, "num_samples": args.num_samples,
+    return {"prior": str(args.prior), "grid": {"npix": N, "fov_uas": fov}, "daps": dataclasses.asdict(daps),
+            "first_image": args.first_image, "num_samples": args.num_samples,
             "seeds": args.seeds, "images": args.images, "cases": cases, "summary": summarise(cases),
             "seconds": round(time.perf_counter() - t0, 1)}  # fmt: skip
 
@@ -197,6 +200,10 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--m87", type=Path, default=M87, help="the EHT 2017 M87* UVFITS file (its coverage is used)")
     p.add_argument("--splits", nargs="+", default=list(SPLITS), choices=list(SPLITS))
     p.add_argument("--images", type=int, default=4, help="test images per family")
+    p.add_argument("--first-image", type=int, default=0,
+                   help="skip this many images of each family's fixed draw (cases not used to choose settings)")
+    p.add_argument("--daps", type=json.loads, default={}, metavar="JSON",
+                   help='DAPS settings changed from the example\'s, e.g. \'{"map_below": 0, "resample_at": []}\'')
     p.add_argument("--seeds", type=int, default=3, help="noise seeds per image and track")
     p.add_argument("--num-samples", type=int, default=32, help="DAPS posterior samples per observation")
     p.add_argument(
@@ -214,8 +221,9 @@ def main(argv: list[str] | None = None) -> dict:
         res = json.loads(args.write_card.read_text())
         if "conformal" not in res.get("summary", {}):
             raise SystemExit(f"eht_out_of_family: {args.write_card} has no summary.conformal (calibration) entry")
-        cmd = (f"python benchmarks/eht_out_of_family.py --prior {res['prior']} --images {res['images']} "
-               f"--seeds {res['seeds']} --num-samples {res['num_samples']}")  # fmt: skip
+        cmd = (f"python benchmarks/eht_out_of_family.py --prior {res['prior']} --first-image "
+               f"{res.get('first_image', 0)} --images {res['images']} --seeds {res['seeds']} "
+               f"--num-samples {res['num_samples']}")  # fmt: skip
         entry = card_entry(res["summary"]["conformal"], command=cmd, results=str(args.write_card))
         print(f"wrote {write_card(pretrained.path(args.prior), entry)}: {entry['factors']}")
         return res

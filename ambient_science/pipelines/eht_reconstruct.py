@@ -60,9 +60,9 @@ from ambient_science.operators.closure import ClosureData
 from ambient_science.operators.interferometry import uas_to_rad
 from ambient_science.operators.rml import blur
 from ambient_science.pipelines.eht import closure_observation, test_operator
+from ambient_science.pipelines.eht_daps import closure_daps
 from ambient_science.pipelines.eht_likelihood import ClosureLikelihood, training_flux, with_systematic
 from ambient_science.pipelines.eht_polish import polish
-from ambient_science.sampling.daps import sample_daps
 from ambient_science.sampling.dps import sample_adps
 from ambient_science.sampling.prior import Prior
 from ambient_science.sampling.samplers import initial_noise
@@ -98,6 +98,11 @@ class SamplerSettings:
         zeta: A-DPS's step (``guidance="normalized"``): image-norm length per step, network units.
         churn: A-DPS's EDM stochasticity.
         power_iterations: Hessian–vector products per level for DAPS's curvature estimate.
+        map_below, map_iterations: DAPS levels at ``σ <= map_below`` take the MAP of the ``x_0`` target
+            (``map_iterations`` L-BFGS iterations) instead of Langevin (0: none;
+            :mod:`~ambient_science.pipelines.eht_daps`).
+        resample_at, resample_ess: resample the samples of each observation by their ``x_0``'s closure likelihood
+            after the levels nearest these σ, tempered to an effective sample size of ``resample_ess`` (empty: never).
         curvature_every: DAPS re-estimates the curvature every this many levels (and after a level whose Langevin
             chain diverged); 1: every level (default: every 3 levels saved 4 % of the example's time and cost
             0.46 ± 0.56 dB blurred PSNR, ``benchmarks/bench_sampling.py --closure-variants``; the final
@@ -138,6 +143,10 @@ class SamplerSettings:
     churn: float = 0.0
     power_iterations: int = 6
     curvature_every: int = 1
+    map_below: float = 0.0
+    map_iterations: int = 30
+    resample_at: tuple[float, ...] = ()
+    resample_ess: float = 0.3
     polish_iterations: int = 0
     polish_r: float = 0.5
     keep_chi2: float = 2.0
@@ -151,6 +160,15 @@ class SamplerSettings:
     fit_blur_uas: float = 0.0
     fit_stop: float | None = 1.0
     speckle_k: float = 3.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.resample_ess <= 1.0:
+            raise ValueError(f"SamplerSettings.resample_ess must be in (0, 1], got {self.resample_ess}")
+        if self.map_below < 0 or (self.map_below > 0 and self.map_iterations < 1):
+            raise ValueError(
+                f"SamplerSettings: map_below must be >= 0 and map_iterations >= 1 where it is > 0, got "
+                f"map_below={self.map_below}, map_iterations={self.map_iterations}"
+            )
 
 
 def reconstruct_closure(
@@ -213,7 +231,7 @@ def reconstruct_closure(
             bar.update(1)
 
         if cfg.method == "daps":
-            out, x_ref = _daps(D, x, sigmas, lik, cfg, generator, callback, _flux_image(lik, N, device))
+            out, x_ref = closure_daps(D, x, sigmas, lik, cfg, generator, callback, _flux_image(lik, N, device), S)
         elif cfg.method == "dps":
             out = sample_adps(
                 D,
@@ -379,42 +397,6 @@ def _align(images: Tensor, reference: Tensor) -> Tensor:
             moved = shift_image(img, best_shift(img, ref))
             out[k, t, 0] = torch.as_tensor(moved, dtype=images.dtype)
     return out
-
-
-def _daps(D, x: Tensor, sigmas: Tensor, lik: ClosureLikelihood, cfg: SamplerSettings, generator, callback, x0_start):
-    """DAPS one level at a time, with the Langevin step scaled by the likelihood's curvature at the previous
-    level's ``x_0`` (the closure χ² is far stiffer near smooth images, whose long-baseline visibilities vanish)."""
-    state = {"x0": x0_start, "x0_hat": x0_start}
-
-    def keep(info: dict[str, Any]) -> None:
-        state["x0"], state["x0_hat"] = info["x0"], info["x0_hat"]
-        callback(info)
-
-    kappa, stale = None, True
-    for i in range(len(sigmas) - 1):
-        if stale or i % max(1, cfg.curvature_every) == 0:
-            kappa = lik.curvature(state["x0"], generator=generator, num_iter=cfg.power_iterations)
-        x_prev, x0_prev = x, state["x0"]
-        with torch.no_grad():
-            x = sample_daps(
-                D,
-                x,
-                sigmas[i : i + 2],
-                lik,
-                generator=generator,
-                callback=keep,
-                langevin_steps=cfg.langevin_steps,
-                step_size=cfg.step_size,
-                curvature=kappa,
-            )
-        # a Langevin chain that diverged (the curvature grew within the level) restarts the level from where it was
-        bad = ~torch.isfinite(x).flatten(1).all(1) | ~torch.isfinite(state["x0_hat"]).flatten(1).all(1)
-        stale = bool(bad.any())
-        if stale:
-            x = torch.where(bad.view(-1, 1, 1, 1), x_prev, x)
-            state["x0"] = torch.where(bad.view(-1, 1, 1, 1), x0_prev, state["x0"])
-            state["x0_hat"] = torch.where(bad.view(-1, 1, 1, 1), x0_prev, state["x0_hat"])
-    return x, state["x0_hat"]
 
 
 def _polish(lik: ClosureLikelihood, x_ref: Tensor, r: float, iterations: int, cfg: SamplerSettings) -> Tensor:
