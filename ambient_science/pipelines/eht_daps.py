@@ -41,7 +41,15 @@ from ambient_science.sampling.daps import ode_x0, sample_daps
 if TYPE_CHECKING:
     from ambient_science.pipelines.eht_reconstruct import SamplerSettings
 
-__all__ = ["closure_daps", "resample_indices", "tempered_weights"]
+__all__ = ["closure_daps", "polish_samples", "resample_indices", "tempered_weights"]
+
+
+def polish_samples(lik: ClosureLikelihood, x_ref: Tensor, r: float, iterations: int, cfg: SamplerSettings) -> Tensor:
+    """The data-consistency step of every sample with ``cfg``'s settings (:func:`~ambient_science.pipelines.
+    eht_polish.polish`: per-sample L-BFGS over ``x = exp(z)``, stopped by the discrepancy principle at
+    ``cfg.fit_stop``, isolated bright pixels penalised with ``cfg.speckle_k``): the MAP levels here and the final
+    fits of :func:`~ambient_science.pipelines.eht_reconstruct.reconstruct_closure`."""
+    return polish(lik, x_ref, r, iterations, positive=cfg.positive, stop=cfg.fit_stop, speckle_k=cfg.speckle_k)
 
 
 def tempered_weights(nll: Tensor, ess: float) -> Tensor:
@@ -131,8 +139,7 @@ def closure_daps(
         if sigma <= cfg.map_below:
             with torch.no_grad():
                 x0_hat = ode_x0(D, x, sigma, num_steps=1)
-            x0 = polish(lik, x0_hat, sigma, cfg.map_iterations, positive=cfg.positive, stop=cfg.fit_stop,
-                        speckle_k=cfg.speckle_k).detach()  # fmt: skip
+            x0 = polish_samples(lik, x0_hat, sigma, cfg.map_iterations, cfg).detach()
             x = x0 + sigma_next * randn_like(x0, generator) if sigma_next > 0 else x0
             keep({"i": i, "sigma": sigma, "sigma_next": sigma_next, "x": x, "x0_hat": x0_hat, "x0": x0})
         else:

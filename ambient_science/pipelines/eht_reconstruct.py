@@ -61,8 +61,8 @@ from ambient_science.operators.interferometry import uas_to_rad
 from ambient_science.operators.rml import blur
 from ambient_science.pipelines.eht import closure_observation, test_operator
 from ambient_science.pipelines.eht_daps import closure_daps
+from ambient_science.pipelines.eht_daps import polish_samples as _polish
 from ambient_science.pipelines.eht_likelihood import ClosureLikelihood, training_flux, with_systematic
-from ambient_science.pipelines.eht_polish import polish
 from ambient_science.sampling.dps import sample_adps
 from ambient_science.sampling.prior import Prior
 from ambient_science.sampling.samplers import initial_noise
@@ -397,13 +397,6 @@ def _align(images: Tensor, reference: Tensor) -> Tensor:
             moved = shift_image(img, best_shift(img, ref))
             out[k, t, 0] = torch.as_tensor(moved, dtype=images.dtype)
     return out
-
-
-def _polish(lik: ClosureLikelihood, x_ref: Tensor, r: float, iterations: int, cfg: SamplerSettings) -> Tensor:
-    """The data-consistency step of every sample (:func:`~ambient_science.pipelines.eht_polish.polish`: per-sample
-    L-BFGS over ``x = exp(z)``, stopped by the discrepancy principle at ``cfg.fit_stop``, isolated bright pixels
-    penalised with ``cfg.speckle_k``)."""
-    return polish(lik, x_ref, r, iterations, positive=cfg.positive, stop=cfg.fit_stop, speckle_k=cfg.speckle_k)
 
 
 def _flux_image(lik: ClosureLikelihood, npix: int, device) -> Tensor:
