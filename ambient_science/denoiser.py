@@ -38,6 +38,7 @@ def network_denoise(
     cond = family.conditioning(A_tilde).to(sigma.device)
     P = family.observed_projection(A_tilde)
 
+    @torch.compiler.disable  # operators run eagerly inside a compiled network (dynamo cannot trace complex views)
     def project(v: Tensor) -> Tensor:
         if P is None:
             return torch.zeros_like(v)

@@ -216,7 +216,7 @@ def part_train_step(ctx: dict[str, Any]) -> dict[str, Any]:
     from ambient_science.operators import CleanFamily
     from ambient_science.training.distributed import DistInfo
     from ambient_science.training.losses import LossConfig, build_loss
-    from ambient_science.training.trainer import train_step
+    from ambient_science.training.trainer import compiled_gradient_error, train_step
 
     _needs_data(ctx)
     s, device, family = ctx["sizes"], ctx["device"], ctx["family"]
@@ -245,7 +245,7 @@ def part_train_step(ctx: dict[str, Any]) -> dict[str, Any]:
         return step
 
     fns = {f"{k}_{p}": make_step(k, nets[k], p == "bf16") for p in precisions for k in ("ambient", "edm")}
-    compile_s = {}
+    compile_s, compile_grad_error = {}, {}
     if ctx["compile"]:
         for k in ("ambient", "edm"):
             compiled = torch.compile(nets[k])
@@ -255,6 +255,11 @@ def part_train_step(ctx: dict[str, Any]) -> dict[str, Any]:
             sync(device)
             compile_s[k] = round(time.perf_counter() - t0, 1)
             fns[f"{k}_{precisions[0]}_compiled"] = fn
+            # the trainer's own check: it trains without compile when this exceeds COMPILE_GRAD_TOL
+            opt = torch.optim.SGD(nets[k].parameters(), lr=0.0)
+            err = compiled_gradient_error(compiled, nets[k], losses[k], setup[k][1], setup[k][0], opt, info,
+                                          bf16=device.type == "cuda")  # fmt: skip
+            compile_grad_error[k] = float(f"{err:.3g}")
     cmp = compare(fns, repeats=s.repeats, warmup=s.warmup, min_time=0.0, device=device)
     rows = []
     for name, fn in fns.items():
@@ -276,6 +281,7 @@ def part_train_step(ctx: dict[str, Any]) -> dict[str, Any]:
         "bf16_active": device.type == "cuda",
         "rounds": s.repeats,
         "compile_s": compile_s,
+        **({"compile_grad_error": compile_grad_error} if compile_grad_error else {}),
         "peak_method": mem.method,
         "rows": rows,
     }
@@ -443,6 +449,15 @@ def _split(batch: dict[str, Any], rank: int, half: int, device) -> dict[str, Any
     }
 
 
+def _exact_fp32() -> None:
+    """No TF32 and deterministic cuDNN: the DDP check compares gradients of two processes, and TF32 convolutions
+    with per-process autotuned algorithms differ by ~1e-3 relative (seen on an H200), which is not what it tests."""
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
+
+
 def ddp_worker(work: Path) -> None:
     """One ``torchrun`` rank of the DDP check (``--ddp-worker DIR``): one step, rank 0 saves the gradients."""
     import torch.distributed as dist
@@ -453,6 +468,7 @@ def ddp_worker(work: Path) -> None:
     from ambient_science.training.losses import LossConfig, build_loss
 
     spec = json.loads((work / "spec.json").read_text())
+    _exact_fp32()
     if spec["backend"] == "gloo" and spec["device"].startswith("cuda"):
         dist.init_process_group("gloo")  # two ranks on one GPU: NCCL refuses that, gloo does not
     info = init_distributed(spec["device"])
@@ -526,10 +542,17 @@ def part_ddp(ctx: dict[str, Any]) -> dict[str, Any]:
     ddp = torch.load(work / "grads.pt", weights_only=True)
     loss_fn = build_loss(LossConfig(kind="auto"), family, cfg.sigma_data)
     ref = {n: torch.zeros_like(p) for n, p in net.named_parameters()}
-    for rank in (0, 1):
-        _, grads = _rank_grads(net, loss_fn, _split(batch, rank, half, device), family, device, rank)
-        for n in ref:
-            ref[n] += grads[n] / 2
+    flags = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
+             torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)  # fmt: skip
+    _exact_fp32()
+    try:
+        for rank in (0, 1):
+            _, grads = _rank_grads(net, loss_fn, _split(batch, rank, half, device), family, device, rank)
+            for n in ref:
+                ref[n] += grads[n] / 2
+    finally:
+        (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
+         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark) = flags  # fmt: skip
     scale = max(float(g.abs().max()) for g in ref.values())
     worst = max(float((ddp[n].to(device) - ref[n]).abs().max()) / max(float(ref[n].abs().max()), 1e-30) for n in ref)
     total = max(float((ddp[n].to(device) - ref[n]).abs().max()) for n in ref) / scale

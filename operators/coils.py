@@ -15,6 +15,7 @@ Maps follow the operators' convention ``y_c = F(S_c x)`` with the centred orthon
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -51,6 +52,32 @@ def _calibration_region(kspace: Tensor, calib_shape: Sequence[int]) -> Tensor:
     return kspace[:, top : top + h, left : left + w]
 
 
+# cuSOLVER's batched Hermitian eigensolver fails (CUSOLVER_STATUS_INTERNAL_ERROR, seen on an H200 with torch
+# 2.11 + CUDA 13) for one batch of 640 x 368 pixel matrices; chunks of this many matrices keep each call small.
+_EIGH_CHUNK = 16384
+
+
+def _batched_eigh(G: Tensor, chunk_size: int | None = None) -> tuple[Tensor, Tensor]:
+    """``torch.linalg.eigh`` over the leading dimensions of ``G`` (..., n, n), ``chunk_size`` matrices per call
+    (default: ``_EIGH_CHUNK`` on CUDA, one call elsewhere)."""
+    if chunk_size is None:
+        if G.device.type != "cuda":
+            return torch.linalg.eigh(G)
+        chunk_size = _EIGH_CHUNK
+    flat = G.reshape(-1, *G.shape[-2:])
+    parts = []
+    for i in range(0, flat.shape[0], chunk_size):
+        chunk = flat[i : i + chunk_size]
+        try:
+            parts.append(torch.linalg.eigh(chunk))
+        except RuntimeError as err:  # a cuSOLVER failure: the same decomposition on the CPU
+            warnings.warn(f"espirit_maps: CUDA eigh failed ({str(err)[:80]}...); solving on the CPU", stacklevel=3)
+            parts.append(tuple(t.to(G.device) for t in torch.linalg.eigh(chunk.cpu())))
+    evals = torch.cat([e for e, _ in parts]).reshape(G.shape[:-1])
+    evecs = torch.cat([v for _, v in parts]).reshape(G.shape)
+    return evals, evecs
+
+
 def _espirit_torch(
     kspace: Tensor, calib_shape: Sequence[int], kernel_width: int, thresh: float, crop: float
 ) -> tuple[Tensor, Tensor]:
@@ -75,7 +102,7 @@ def _espirit_torch(
     g = ifft2c(grid) * (H * W) ** 0.5  # (J, C, H, W): g_jc(x) = Σ_o w_j(c, o) e^{+2πi o·x}
     g = g.permute(2, 3, 1, 0)  # (H, W, C, J)
     G = (g @ g.conj().transpose(-1, -2)) / (kh * kw)  # (H, W, C, C)
-    evals, evecs = torch.linalg.eigh(G)
+    evals, evecs = _batched_eigh(G)
     max_eig = evals[..., -1]  # (H, W)
     maps = evecs[..., -1].permute(2, 0, 1)  # (C, H, W)
     ref = maps[0]

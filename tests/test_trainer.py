@@ -143,3 +143,45 @@ def test_complex_images_with_known_noise(tmp_path):
     """MRI-like: complex images (2 network channels) and σ_n > 0 (the noisy ambient loss)."""
     result = train(_config(tmp_path, steps=3), _dataset(16, is_complex=True, sigma_n=0.05))
     assert result.config["network"]["img_channels"] == 2 and result.step == 3
+
+
+def test_compiled_gradient_check_keeps_a_faithful_model_and_drops_a_wrong_one():
+    """``--compile`` is checked on the first batch: gradients that differ from the eager ones (inductor's CPU
+    backward of this U-Net is 10-50 % off on torch 2.13) send training back to the eager model, with a warning.
+    A stand-in for a miscompiled model: the same network with its output scaled by 1.2."""
+    from torch import nn
+
+    from ambient_science.network import UNetConfig, build_network
+    from ambient_science.training.distributed import DistInfo
+    from ambient_science.training.losses import LossConfig, build_loss
+    from ambient_science.training.trainer import _checked_compile, compiled_gradient_error
+
+    family = PixelMaskFamily((1, 8, 8), p=0.5)
+    net = build_network(UNetConfig(img_channels=1, cond_channels=family.conditioning_channels, model_channels=8,
+                                   channel_mult=(1, 2), attn_levels=(), dropout=0.1))  # fmt: skip
+    g = torch.Generator().manual_seed(0)
+    A = family.sample(4, generator=g)
+    batch = {"y": A(torch.rand(4, 1, 8, 8, generator=g)), "params": A.params(), "sigma_n": torch.zeros(4)}
+    loss_fn = build_loss(LossConfig(kind="auto"), family, 0.5)
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    before = [p.detach().clone() for p in net.parameters()]
+
+    class Scaled(nn.Module):
+        def __init__(self, scale: float = 1.2):
+            super().__init__()
+            self.scale = scale
+
+        def forward(self, *args, **kwargs):
+            return self.scale * net(*args, **kwargs)
+
+    info = DistInfo(device=torch.device("cpu"))
+    assert compiled_gradient_error(net, net, loss_fn, batch, family, opt, info) < 1e-6  # dropout off: reproducible
+    assert compiled_gradient_error(Scaled(), net, loss_fn, batch, family, opt, info) > 0.1
+    assert net.training and all(p.grad is None for p in net.parameters())
+    assert all(torch.equal(a, b) for a, b in zip(before, net.parameters()))  # the perturbation is undone
+
+    cfg = TrainConfig(bf16=False)
+    faithful = Scaled(1.0)  # a module other than net computing the same: what the trainer would call the compiled one
+    assert _checked_compile(faithful, net, loss_fn, batch, family, opt, info, cfg) is faithful
+    with pytest.warns(RuntimeWarning, match="torch.compile changed the gradients"):
+        assert _checked_compile(Scaled(), net, loss_fn, batch, family, opt, info, cfg) is net
