@@ -491,6 +491,7 @@ def ddp_worker(work: Path) -> None:
                 "world_size": info.world_size, "backend": dist.get_backend(), "device": str(info.device),
                 "loss_rank0": loss, "step_ms": round(1e3 * statistics.median(times), 2),
             }))  # fmt: skip
+        dist.barrier()  # every rank done before the group ends (a gloo rank torn down early aborts at exit)
     finally:
         shutdown_distributed(info)
         if dist.is_initialized():

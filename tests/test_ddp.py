@@ -53,7 +53,7 @@ WORKER = textwrap.dedent(
     sys.path.insert(0, sys.argv[2])
     torch.set_num_threads(1)
     from test_ddp import _data, _net, SEED, BATCH
-    from ambient_science.training.distributed import init_distributed, shutdown_distributed, wrap_ddp
+    from ambient_science.training.distributed import barrier, init_distributed, shutdown_distributed, wrap_ddp
     from ambient_science.training.losses import NoisyAmbientLoss
     from ambient_science.training.trainer import make_loader, step_seed, train_step
 
@@ -71,6 +71,7 @@ WORKER = textwrap.dedent(
     assert ok
     if info.rank == 0:
         torch.save({n: p.grad for n, p in raw.named_parameters()}, sys.argv[1])
+    barrier(info)  # rank 0 writes first: a gloo group torn down under it aborts that rank at exit
     shutdown_distributed(info)
     """
 )

@@ -22,6 +22,7 @@ __all__ = [
     "ResumableSampler",
     "all_reduce_mean",
     "all_reduce_min",
+    "barrier",
     "init_distributed",
     "resolve_device",
     "shutdown_distributed",
@@ -91,6 +92,14 @@ def shutdown_distributed(info: DistInfo) -> None:
     """End the process group if :func:`init_distributed` created it."""
     if info.owns_group and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def barrier(info: DistInfo) -> None:
+    """Wait for every rank (no-op in one process). Call it before :func:`shutdown_distributed` on a normal exit:
+    a gloo rank whose peer tears the group down while it still communicates is aborted at exit ("terminate called
+    without an active exception"); not after an error, since the other ranks may never come."""
+    if info.distributed:
+        dist.barrier()
 
 
 def wrap_ddp(model: nn.Module, info: DistInfo) -> nn.Module:

@@ -54,6 +54,7 @@ from ambient_science.training.distributed import (
     DistInfo,
     all_reduce_mean,
     all_reduce_min,
+    barrier,
     init_distributed,
     shutdown_distributed,
     wrap_ddp,
@@ -375,7 +376,9 @@ def train(
     """
     info = init_distributed(config.train.device)
     try:
-        return _train(config, dataset, family, info, callback, open_data)
+        result = _train(config, dataset, family, info, callback, open_data)
+        barrier(info)  # rank 0 may still be writing the last checkpoint
+        return result
     finally:
         shutdown_distributed(info)
 
