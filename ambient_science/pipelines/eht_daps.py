@@ -19,9 +19,10 @@ closure χ² that the library's generic :func:`~ambient_science.sampling.daps.sa
    χ² are replaced by copies of samples in better ones; ``β < 1`` (tempering) keeps it from collapsing onto the
    single best sample.
 
-Both are off by default (``benchmarks/eht_out_of_family.py --daps JSON`` turns them on): they fit more samples
-and sharpen the images out of family, but narrow the samples' spread until the raw ring-diameter intervals miss
-the truth (docs/design.md §6).
+The example's default (:data:`~ambient_science.pipelines.eht_setup.DAPS`) takes MAP levels below σ = 1 and no
+resampling (``benchmarks/eht_out_of_family.py --daps JSON`` tries others): out of family they fit more samples and
+sharpen the images, but narrow the samples' spread, so the raw ring-diameter intervals miss the truth more often
+and the reported ones are conformally calibrated (docs/design.md §6).
 """
 
 from __future__ import annotations

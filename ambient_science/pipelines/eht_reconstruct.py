@@ -326,12 +326,13 @@ def _fit_rounds(lik: ClosureLikelihood, x: Tensor, cfg: SamplerSettings) -> Tens
     (from a copy blurred to FWHM ``cfg.fit_blur_uas`` when that is > 0). Samples already below the range's top are
     left alone.
 
-    The blur is the restart of RML imaging pipelines out of the non-convex closure χ²'s local optima. Measured, it is
-    not a good trade for posterior samples (``benchmarks/eht_out_of_family.py --prior black-hole-eht-64 --images 1
-    --seeds 3 --num-samples 32``, 12 µas): DAPS samples fitting both closure sets rise from 34 % to 53 % on average,
-    but the restarted samples settle on compact images whose ring fits give about 21 µas (true rings 34 and 66 µas,
-    sparse track), so the raw 68 % diameter intervals hold the truth in 33 % of the cases instead of 92 %, and the
-    estimate loses 0.5–2.6 dB blurred PSNR; hence off by default."""
+    The blur is the restart of RML imaging pipelines out of the non-convex closure χ²'s local optima. Measured, it
+    is not a good trade for posterior samples (with Langevin-only levels, ``benchmarks/eht_out_of_family.py
+    --prior black-hole-eht-64 --images 1 --seeds 3 --num-samples 32``, 12 µas): DAPS samples fitting both
+    closure sets rise from 34 % to 53 % on average, but the restarted samples settle on compact images whose
+    ring fits give about 21 µas (true rings 34 and 66 µas, sparse track), so the raw 68 % diameter intervals
+    hold the truth in 33 % of the cases instead of 92 %, and the estimate loses 0.5–2.6 dB blurred PSNR; hence
+    off by default."""
     r = cfg.polish_r
     fwhm_px = uas_to_rad(cfg.fit_blur_uas) / lik.A.pixel_size if cfg.fit_blur_uas > 0 else 0.0
     for _ in range(cfg.fit_rounds):

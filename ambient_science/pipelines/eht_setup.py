@@ -24,13 +24,14 @@ Choices, with reasons:
 * Likelihood: closure phases + log closure amplitudes + the total flux (the intra-site flux, known as in
   EHT imaging). Closure quantities do not fix the position: PSNR and nxcorr are taken after the best
   sub-pixel shift.
-* DAPS (the main method; no backpropagation through the network): 30 levels from σ = 10 to 0.2, 10 Langevin
-  steps per level at the closure likelihood's curvature (re-estimated every level: the χ² is far stiffer
-  near smooth images), ``Ã_inf`` a further corruption of the observation's own coverage (``test``; the
-  training law, ``law``, did about as well). Each sample ends with a data-consistency step (L-BFGS on
-  ``||x − x̂_0||²/2r² + L(x)``, ``x > 0``); samples stuck in a local optimum of the non-convex closure χ²
-  (above twice the best) are dropped; the point estimate is the mean of the others made data-consistent
-  the same way, and their spread the std map. A-DPS (guidance through the network) the same way.
+* DAPS (the main method; no backpropagation through the network): 30 levels from σ = 10 to 0.2, 10 Langevin steps
+  per level at the closure likelihood's curvature (re-estimated every level: the χ² is far stiffer near smooth
+  images) down to σ = 1, then MAP levels (30 L-BFGS iterations on the same ``x_0`` target, then re-noised: the
+  Langevin steps alone left ``x_0`` far from the data, :mod:`.eht_daps`), ``Ã_inf`` a further corruption of the
+  observation's own coverage (``test``; the training law, ``law``, did about as well). Each sample ends with a
+  data-consistency step (L-BFGS on ``||x − x̂_0||²/2r² + L(x)``, ``x > 0``); samples stuck in a local optimum of
+  the non-convex closure χ² (above twice the best) are dropped; the point estimate is the mean of the others made
+  data-consistent the same way, and their spread the std map. A-DPS (guidance through the network) the same way.
 * Dirty image: uniform weighting of the gain-free visibilities (an optimistic reference), clipped at 0 and
   scaled to the total flux.
 """
@@ -67,6 +68,8 @@ DAPS = SamplerSettings(
     levels=30,
     langevin_steps=10,
     step_size=1.0,
+    map_below=1.0,
+    map_iterations=30,
     polish_iterations=200,
     polish_mean_iterations=200,
     fit_rounds=4,
