@@ -80,6 +80,8 @@ def test_conformal_factor_and_coverage():
     assert cal.score(38.0, iv, "68", "diameter_uas") == pytest.approx(2.0)
     wide = cal.apply(iv, 2.0, "diameter_uas")
     assert (wide["lo68"], wide["hi68"], wide["lo95"], wide["hi95"]) == (38.0, 44.0, 36.0, 48.0)
+    bimodal = {"median": 39.0, "lo68": 21.0, "hi68": 40.5, "lo95": 20.3, "hi95": 42.2}  # real M87's samples
+    assert cal.apply(bimodal, 2.9, "diameter_uas")["lo68"] == 0.0  # a diameter is never negative
     # n = 4 scores: the ceil(5 * 0.68) = 4th smallest
     assert cal.factors({"d": [0.5, 3.0, 1.0, 2.0]}) == {"d": 3.0}
     assert cal.factors({"d": [1.0]}) == {"d": math.inf}

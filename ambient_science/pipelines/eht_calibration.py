@@ -62,7 +62,8 @@ def factors(scores: Mapping[str, Sequence[float]]) -> dict[str, float]:
 
 
 def apply(interval: Mapping[str, float], f: float, quantity: str) -> dict[str, float]:
-    """The calibrated interval: ``median ± f · h`` per side and level (floored half-widths as in :func:`score`)."""
+    """The calibrated interval: ``median ± f · h`` per side and level (floored half-widths as in :func:`score`);
+    a diameter's lower end no lower than 0 (an inflated asymmetric interval could otherwise go negative)."""
     out = dict(interval)
     m, floor = interval["median"], QUANTITIES[quantity]
     for level in LEVELS:
@@ -70,6 +71,8 @@ def apply(interval: Mapping[str, float], f: float, quantity: str) -> dict[str, f
         hi_side = (interval[f"hi{level}"] - m) % 360.0 if quantity == "pa_deg" else interval[f"hi{level}"] - m
         out[f"lo{level}"] = m - f * max(lo_side, floor)
         out[f"hi{level}"] = m + f * max(hi_side, floor)
+        if quantity != "pa_deg":
+            out[f"lo{level}"] = max(out[f"lo{level}"], 0.0)
     return out
 
 
