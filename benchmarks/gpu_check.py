@@ -33,6 +33,7 @@ Writes ``gpu_check.json`` and ``gpu_check.md`` to ``--out``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import json
 import os
@@ -449,13 +450,18 @@ def _split(batch: dict[str, Any], rank: int, half: int, device) -> dict[str, Any
     }
 
 
-def _exact_fp32() -> None:
-    """No TF32 and deterministic cuDNN: the DDP check compares gradients of two processes, and TF32 convolutions
-    with per-process autotuned algorithms differ by ~1e-3 relative (seen on an H200), which is not what it tests."""
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
-    torch.backends.cudnn.deterministic = True
-    torch.backends.cudnn.benchmark = False
+@contextlib.contextmanager
+def _exact_fp32():
+    """No TF32 and deterministic cuDNN inside: the DDP check compares gradients of two processes, and TF32
+    convolutions with per-process autotuned algorithms differ by ~1e-3 relative (seen on an H200), which is not
+    what it tests."""
+    b = torch.backends
+    saved = (b.cuda.matmul.allow_tf32, b.cudnn.allow_tf32, b.cudnn.deterministic, b.cudnn.benchmark)
+    b.cuda.matmul.allow_tf32, b.cudnn.allow_tf32, b.cudnn.deterministic, b.cudnn.benchmark = False, False, True, False
+    try:
+        yield
+    finally:
+        b.cuda.matmul.allow_tf32, b.cudnn.allow_tf32, b.cudnn.deterministic, b.cudnn.benchmark = saved
 
 
 def ddp_worker(work: Path) -> None:
@@ -468,34 +474,34 @@ def ddp_worker(work: Path) -> None:
     from ambient_science.training.losses import LossConfig, build_loss
 
     spec = json.loads((work / "spec.json").read_text())
-    _exact_fp32()
-    if spec["backend"] == "gloo" and spec["device"].startswith("cuda"):
-        dist.init_process_group("gloo")  # two ranks on one GPU: NCCL refuses that, gloo does not
-    info = init_distributed(spec["device"])
-    try:
-        family = family_from_config(spec["family"])
-        cfg = _net_cfg(Sizes(**spec["sizes"]), family.conditioning_channels)
-        net = _init(cfg, info.device)
-        net.load_state_dict(torch.load(work / "init.pt", map_location=info.device, weights_only=True))
-        net.eval()
-        batch = torch.load(work / "batch.pt", weights_only=True)
-        mine = _split(batch, info.rank, spec["half"], info.device)
-        model = wrap_ddp(net, info)
-        loss_fn = build_loss(LossConfig(kind="auto"), family, cfg.sigma_data)
-        loss, grads = _rank_grads(net, loss_fn, mine, family, info.device, info.rank, model=model, info=info)
-        times = [timed(lambda: _rank_grads(net, loss_fn, mine, family, info.device, info.rank, model, info),
-                       info.device) for _ in range(3)]  # fmt: skip
-        if info.rank == 0:
-            torch.save({n: g.cpu() for n, g in grads.items()}, work / "grads.pt")
-            (work / "result.json").write_text(json.dumps({
-                "world_size": info.world_size, "backend": dist.get_backend(), "device": str(info.device),
-                "loss_rank0": loss, "step_ms": round(1e3 * statistics.median(times), 2),
-            }))  # fmt: skip
-        dist.barrier()  # every rank done before the group ends (a gloo rank torn down early aborts at exit)
-    finally:
-        shutdown_distributed(info)
-        if dist.is_initialized():
-            dist.destroy_process_group()
+    with _exact_fp32():
+        if spec["backend"] == "gloo" and spec["device"].startswith("cuda"):
+            dist.init_process_group("gloo")  # two ranks on one GPU: NCCL refuses that, gloo does not
+        info = init_distributed(spec["device"])
+        try:
+            family = family_from_config(spec["family"])
+            cfg = _net_cfg(Sizes(**spec["sizes"]), family.conditioning_channels)
+            net = _init(cfg, info.device)
+            net.load_state_dict(torch.load(work / "init.pt", map_location=info.device, weights_only=True))
+            net.eval()
+            batch = torch.load(work / "batch.pt", weights_only=True)
+            mine = _split(batch, info.rank, spec["half"], info.device)
+            model = wrap_ddp(net, info)
+            loss_fn = build_loss(LossConfig(kind="auto"), family, cfg.sigma_data)
+            loss, grads = _rank_grads(net, loss_fn, mine, family, info.device, info.rank, model=model, info=info)
+            times = [timed(lambda: _rank_grads(net, loss_fn, mine, family, info.device, info.rank, model, info),
+                           info.device) for _ in range(3)]  # fmt: skip
+            if info.rank == 0:
+                torch.save({n: g.cpu() for n, g in grads.items()}, work / "grads.pt")
+                (work / "result.json").write_text(json.dumps({
+                    "world_size": info.world_size, "backend": dist.get_backend(), "device": str(info.device),
+                    "loss_rank0": loss, "step_ms": round(1e3 * statistics.median(times), 2),
+                }))  # fmt: skip
+            dist.barrier()  # every rank done before the group ends (a gloo rank torn down early aborts at exit)
+        finally:
+            shutdown_distributed(info)
+            if dist.is_initialized():
+                dist.destroy_process_group()
 
 
 def _run_group(cmd: list[str], env: dict[str, str], timeout: float) -> tuple[int, str]:
@@ -543,17 +549,11 @@ def part_ddp(ctx: dict[str, Any]) -> dict[str, Any]:
     ddp = torch.load(work / "grads.pt", weights_only=True)
     loss_fn = build_loss(LossConfig(kind="auto"), family, cfg.sigma_data)
     ref = {n: torch.zeros_like(p) for n, p in net.named_parameters()}
-    flags = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
-             torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)  # fmt: skip
-    _exact_fp32()
-    try:
+    with _exact_fp32():
         for rank in (0, 1):
             _, grads = _rank_grads(net, loss_fn, _split(batch, rank, half, device), family, device, rank)
             for n in ref:
                 ref[n] += grads[n] / 2
-    finally:
-        (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
-         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark) = flags  # fmt: skip
     scale = max(float(g.abs().max()) for g in ref.values())
     worst = max(float((ddp[n].to(device) - ref[n]).abs().max()) / max(float(ref[n].abs().max()), 1e-30) for n in ref)
     total = max(float((ddp[n].to(device) - ref[n]).abs().max()) for n in ref) / scale
