@@ -194,6 +194,23 @@ def summarise(cases: list[dict]) -> dict:
     return out
 
 
+def _command(res: dict) -> str:
+    """The command that reproduces the results ``res``: with ``--fit-blur-uas`` and ``--daps`` for the DAPS
+    settings that differ from the example's (as ``run`` sets them)."""
+    cmd = (f"python benchmarks/eht_out_of_family.py --prior {res['prior']} --first-image {res.get('first_image', 0)} "
+           f"--images {res['images']} --seeds {res['seeds']} --num-samples {res['num_samples']}")  # fmt: skip
+    if "daps" not in res:
+        return cmd
+    default = json.loads(json.dumps(dataclasses.asdict(dataclasses.replace(Setup().daps, inference_operator="test"))))
+    changed = {k: v for k, v in res["daps"].items() if default.get(k) != v}
+    blur = changed.pop("fit_blur_uas", None)
+    if blur is not None:
+        cmd += f" --fit-blur-uas {blur:g}"
+    if changed:
+        cmd += f" --daps '{json.dumps(changed, sort_keys=True)}'"
+    return cmd
+
+
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--prior", default="black-hole-eht-64", help="shipped prior name, exported prior or checkpoint")
@@ -221,10 +238,7 @@ def main(argv: list[str] | None = None) -> dict:
         res = json.loads(args.write_card.read_text())
         if "conformal" not in res.get("summary", {}):
             raise SystemExit(f"eht_out_of_family: {args.write_card} has no summary.conformal (calibration) entry")
-        cmd = (f"python benchmarks/eht_out_of_family.py --prior {res['prior']} --first-image "
-               f"{res.get('first_image', 0)} --images {res['images']} --seeds {res['seeds']} "
-               f"--num-samples {res['num_samples']}")  # fmt: skip
-        entry = card_entry(res["summary"]["conformal"], command=cmd, results=str(args.write_card))
+        entry = card_entry(res["summary"]["conformal"], command=_command(res), results=str(args.write_card))
         print(f"wrote {write_card(pretrained.path(args.prior), entry)}: {entry['factors']}")
         return res
     if not args.m87.is_file():

@@ -34,3 +34,20 @@ def test_summary_target_and_calibration(bench):
 def test_inside_wraps_angles(bench):
     iv = {"median": 355.0, "lo68": 345.0, "hi68": 365.0}
     assert bench.inside(3.0, iv, "68", "pa_deg") and not bench.inside(20.0, iv, "68", "pa_deg")
+
+
+def test_card_command_reproduces_the_sampler_settings(bench):
+    """The command stored in the prior's card names the --daps / --fit-blur-uas a results file was made with."""
+    import dataclasses
+    import json
+
+    base = {"prior": "p", "first_image": 2, "images": 1, "seeds": 3, "num_samples": 32}
+    cmd = "python benchmarks/eht_out_of_family.py --prior p --first-image 2 --images 1 --seeds 3 --num-samples 32"
+    assert bench._command(base) == cmd  # an older results file: no settings recorded
+    example = dataclasses.replace(bench.Setup().daps, inference_operator="test")
+    daps = json.loads(json.dumps(dataclasses.asdict(example)))
+    assert bench._command({**base, "daps": daps}) == cmd  # the example's own settings: nothing to add
+    changed = {**daps, "map_below": 0.0, "resample_at": [0.5], "fit_blur_uas": 12.0}
+    assert bench._command({**base, "daps": changed}) == (
+        cmd + ' --fit-blur-uas 12 --daps \'{"map_below": 0.0, "resample_at": [0.5]}\''
+    )
