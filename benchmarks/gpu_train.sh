@@ -32,7 +32,7 @@ if [ "${GPU_TRAIN_INSTALL:-1}" = 1 ]; then
     export PYTHONPATH=/tmp/site
 fi
 export PYTHONUNBUFFERED=1
-cli() { python3 -m ambient_science.cli "$@"; }
+cli() { python3 -P -m ambient_science.cli "$@"; }  # -P: the checkout's ambient_science/ must not shadow the installed one
 elapsed() { echo $(( $(date +%s) - t0 )); }
 minutes_left() { python3 -c "print(max(0.5, ($deadline - $(elapsed)) / 60))"; }
 nvidia-smi -L 2>/dev/null

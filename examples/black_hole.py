@@ -49,7 +49,13 @@ from ambient_science.threads import configure_threads, prefer_passive_wait
 prefer_passive_wait()
 
 from ambient_science.pipelines.eht import held_out_observations
-from ambient_science.pipelines.eht_eval import evaluate_synthetic, image_uvfits, plot_synthetic, print_table
+from ambient_science.pipelines.eht_eval import (
+    evaluate_synthetic,
+    image_uvfits,
+    plot_synthetic,
+    print_table,
+    print_uvfits_summary,
+)
 from ambient_science.pipelines.eht_setup import SHIPPED, SHIPPED_REAL, load_priors, resolve_setup
 
 
@@ -116,6 +122,7 @@ def main(argv: list[str] | None = None) -> dict:
             source=train_info[label]["source"],
             systematic=args.systematic,
         )
+        print_uvfits_summary(metrics)
     else:
         # 2. held-out synthetic observations with random station phases; 3. every method on each
         cases = held_out_observations(setup.num_test, setup.npix, setup.fov_uas, seed=args.seed)

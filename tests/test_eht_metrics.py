@@ -161,3 +161,32 @@ def test_closure_chi2_on_real_m87_data_prefers_a_south_bright_ring():
     south = closure_chi2(_ring(d=42.0, pa=180.0, a=0.6) * 0.6, obs, PSIZE)
     north = closure_chi2(_ring(d=42.0, pa=0.0, a=0.6) * 0.6, obs, PSIZE)
     assert south["cphase"] < north["cphase"] / 10
+
+
+def test_ring_modes_split_a_compact_mode_only_when_it_is_there():
+    from types import SimpleNamespace
+
+    from ambient_science.pipelines.eht_eval import ring_modes
+
+    rng = np.random.default_rng(0)
+
+    def fits(diameters, pa=None):
+        pa = rng.normal(180.0, 10.0, len(diameters)) if pa is None else pa
+        return [SimpleNamespace(diameter_uas=d, width_uas=10.0, pa_deg=a) for d, a in zip(diameters, pa)]
+
+    ring = rng.normal(40.0, 1.5, 24)
+    one = ring_modes(fits(rng.normal(40.0, 2.0, 32)), 2.5)
+    assert len(one) == 1 and one[0]["fraction"] == 1.0 and 38 < one[0]["diameter_uas"]["median"] < 42
+    assert one[0]["diameter_uas"]["lo68"] < one[0]["diameter_uas"]["median"] < one[0]["diameter_uas"]["hi68"]
+    # a flat spread is one mode too: halving it gains nothing a Gaussian mixture would pay for
+    assert len(ring_modes(fits(np.linspace(30.0, 50.0, 32)), 2.5)) == 1
+    # a compact mode whose PAs are noise: the ring's own PA interval stays narrow
+    compact_pa = rng.uniform(0.0, 360.0, 8)
+    two = ring_modes(fits(np.r_[ring, rng.normal(21.0, 1.0, 8)], np.r_[rng.normal(180.0, 10.0, 24), compact_pa]), 2.5)
+    assert [m["count"] for m in two] == [24, 8]  # largest first
+    assert abs(two[0]["diameter_uas"]["median"] - 40) < 1.5 and abs(two[1]["diameter_uas"]["median"] - 21) < 1.5
+    assert two[0]["diameter_uas"]["lo68"] > 30  # not stretched down to the compact mode
+    assert two[0]["pa_deg"]["hi68"] - two[0]["pa_deg"]["lo68"] < 40
+    # a handful of outliers (below min_fraction) is no mode of its own
+    assert len(ring_modes(fits(np.r_[ring, [20.0, 21.0]]), 2.5)) == 1
+    assert ring_modes([], 2.5) == []
