@@ -187,10 +187,17 @@ def summarise(cases: list[dict]) -> dict:
             k: float(np.mean([c[k] for c in cal])) for k in ("d_in68", "d_in95", "pa_in68", "pa_in95")
         }
         out["calibration"]["cases"] = len(cal)
-        rows = [{"split": c["split"], **c["calibration"]} for c in cases if "raw" in c.get("calibration", {})]
+        keys = ("split", "track", "image", "seed")
+        rows = [{**{k: c.get(k) for k in keys}, **c["calibration"]} for c in cases if "raw" in c.get("calibration", {})]
         if rows:
             out["calibration"]["n_samples_median"] = float(np.median([c["n_samples"] for c in rows]))
+            # factors learned on one family, tested on the other (the hardest shift); then on exchangeable groups
             out["conformal"] = cross_fit_coverage(rows, group="split")
+            out["conformal"]["calibrated_cross_fit_by"] = {
+                g: cross_fit_coverage(rows, group=g)["calibrated_cross_fit"]
+                for g in ("seed", "image", "track")
+                if len({r[g] for r in rows}) > 1
+            }
     return out
 
 
@@ -209,6 +216,18 @@ def _command(res: dict) -> str:
     if changed:
         cmd += f" --daps '{json.dumps(changed, sort_keys=True)}'"
     return cmd
+
+
+def pooled_results(paths: list[Path]) -> dict:
+    """The cases of several results files of one prior and one DAPS setting (e.g. ``--first-image 1`` and ``2``),
+    pooled and summarised again, with the commands that made them (``; ``-joined)."""
+    runs = [json.loads(Path(q).read_text()) for q in paths]
+    for q, r in zip(paths[1:], runs[1:], strict=True):
+        if (r["prior"], r.get("daps")) != (runs[0]["prior"], runs[0].get("daps")):
+            raise SystemExit(f"eht_out_of_family: {q} was made with another prior or DAPS setting than {paths[0]}")
+    cases = [c for r in runs for c in r["cases"]]
+    return {"files": [str(q) for q in paths], "command": "; ".join(_command(r) for r in runs), "cases": cases,
+            "summary": summarise(cases)}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -230,16 +249,17 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=Path("runs/eht_ood"))
     p.add_argument("--quick", action="store_true", help="tiny sampler settings (a smoke test; numbers meaningless)")
-    p.add_argument("--write-card", type=Path, metavar="RESULTS",
-                   help="run nothing: store the ring-interval calibration factors of RESULTS (a results.json of this "
-                        "benchmark) in the card of the shipped prior --prior")  # fmt: skip
+    p.add_argument("--write-card", type=Path, nargs="+", metavar="RESULTS",
+                   help="run nothing: store the ring-interval calibration factors of RESULTS (results.json files of "
+                        "this benchmark, same prior and DAPS settings; their cases pooled) in the card of the shipped "
+                        "prior --prior")  # fmt: skip
     args = p.parse_args(argv)
     if args.write_card is not None:
-        res = json.loads(args.write_card.read_text())
-        if "conformal" not in res.get("summary", {}):
-            raise SystemExit(f"eht_out_of_family: {args.write_card} has no summary.conformal (calibration) entry")
-        entry = card_entry(res["summary"]["conformal"], command=_command(res), results=str(args.write_card))
-        print(f"wrote {write_card(pretrained.path(args.prior), entry)}: {entry['factors']}")
+        res = pooled_results(args.write_card)
+        if "conformal" not in res["summary"]:
+            raise SystemExit(f"eht_out_of_family: {args.write_card} hold no calibration cases (summary.conformal)")
+        entry = card_entry(res["summary"]["conformal"], command=res["command"], results=", ".join(res["files"]))
+        print(f"wrote {write_card(pretrained.path(args.prior), entry)}: {entry['factors']} from {entry['cases']} cases")
         return res
     if not args.m87.is_file():
         raise SystemExit(f"eht_out_of_family: --m87 {args.m87} is not a file; pass the EHT 2017 M87* UVFITS file")
@@ -255,6 +275,8 @@ def main(argv: list[str] | None = None) -> dict:
     if "conformal" in s:
         c = s["conformal"]
         print(f"conformal, factors learned on the other family: {c['calibrated_cross_fit']}")
+        for g, cov in c["calibrated_cross_fit_by"].items():
+            print(f"conformal, factors learned on the other {g}s: {cov}")
         print(f"factors by held-out family: {c['factors_by_held_out_group']}; on all cases: {c['factors_all']}")
     fit = {g: round(v["daps"]["fit_fraction"], 2) for g, v in s["by_family_track"].items()}
     print(f"DAPS samples fitting both closure sets in [0.7, 1.3]: {fit}")

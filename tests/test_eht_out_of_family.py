@@ -51,3 +51,33 @@ def test_card_command_reproduces_the_sampler_settings(bench):
     assert bench._command({**base, "daps": changed}) == (
         cmd + ' --fit-blur-uas 12 --daps \'{"map_below": 0.0, "resample_at": [0.5]}\''
     )
+
+
+def test_write_card_pools_the_cases_of_several_results_files(bench, tmp_path):
+    """--write-card A B: the calibration is learned on the cases of both runs (same prior and DAPS settings), the
+    card names both commands; runs of different settings are refused."""
+    import json
+
+    def case(split, image, truth):
+        raw = {"median": 40.0, "lo68": 39.0, "hi68": 41.0, "lo95": 38.0, "hi95": 42.0}
+        pa = {"median": 180.0, "lo68": 170.0, "hi68": 190.0, "lo95": 160.0, "hi95": 200.0}
+        cal = {"n_samples": 32, "truth": {"diameter_uas": truth, "pa_deg": 185.0},
+               "raw": {"diameter_uas": raw, "pa_deg": pa}, "d_in68": True, "d_in95": True, "pa_in68": True,
+               "pa_in95": True}  # fmt: skip
+        return {**_row(split, "m87_2017", 25.0, 23.0), "image": image, "calibration": cal}
+
+    base = {"prior": "p", "images": 1, "seeds": 1, "num_samples": 32, "daps": {"map_below": 1.0}}
+    paths = []
+    for image in (1, 2):
+        cases = [case(s, image, 40.0 + k) for s in ("texture", "double_ring") for k in (0.5, 2.0, 4.0)]
+        res = {**base, "first_image": image, "cases": cases, "summary": bench.summarise(cases)}
+        paths.append(tmp_path / f"r{image}.json")
+        paths[-1].write_text(json.dumps(res))
+    pooled = bench.pooled_results(paths)
+    assert pooled["summary"]["conformal"]["cases"] == 12
+    assert "--first-image 1" in pooled["command"] and "--first-image 2" in pooled["command"]
+    other = json.loads(paths[1].read_text())
+    other["daps"] = {"map_below": 0.0}
+    paths[1].write_text(json.dumps(other))
+    with pytest.raises(SystemExit, match="another prior or DAPS setting"):
+        bench.pooled_results(paths)

@@ -120,7 +120,9 @@ def cross_fit_coverage(cases: Sequence[Mapping[str, Any]], group: str = "split")
 
 def card_entry(conformal: Mapping[str, Any], *, command: str, results: str) -> dict[str, Any]:
     """The card's ``calibration`` entry from a benchmark's ``summary["conformal"]``: the factors learned on all
-    its cases, how many, the raw and cross-fitted calibrated coverage, and where they come from."""
+    its cases, how many, the raw and cross-fitted calibrated coverage (learned on the other family; and, when the
+    benchmark gives them, learned on the other groups of exchangeable cases: noise seeds, images, tracks), and
+    where they come from."""
     return {
         "factors": dict(conformal["factors_all"]),
         "method": "split-conformal inflation of the kept samples' ring intervals around their median "
@@ -128,6 +130,7 @@ def card_entry(conformal: Mapping[str, Any], *, command: str, results: str) -> d
         "cases": int(conformal["cases"]),
         "coverage_raw": dict(conformal["raw"]),
         "coverage_calibrated_cross_fit": dict(conformal["calibrated_cross_fit"]),
+        "coverage_calibrated_cross_fit_by": dict(conformal.get("calibrated_cross_fit_by", {})),
         "command": command,
         "results": results,
     }
