@@ -248,9 +248,9 @@ def ring_modes(
     """The samples' ring fits grouped by the modes of their diameter: one group, or two when a split is strongly
     preferred; each with its ``fraction`` of the fits, ``count`` and :func:`fit_intervals`. Largest first.
 
-    A posterior over ring images can put some samples in a second, compact mode (real M87 2017: about a quarter of
-    the samples near 21 µas beside the ring near 40 µas); a median and a central interval over both then describe
-    neither (and the compact samples' PA is noise). For every split of the sorted diameters into a lower and an
+    A posterior over ring images can put some samples in a second, compact mode (real M87 2017: 4 to 9 of 32
+    samples near 21 µas beside the ring near 40 µas, depending on the prior); a median and a central interval over
+    both then describe neither. For every split of the sorted diameters into a lower and an
     upper group, the two-component Gaussian mixture with those groups' weights, means and standard deviations
     (floored at half a pixel, ``pixel_size`` µas) is scored; the best one is compared with one Gaussian by BIC,
     and two modes are reported when it lowers the BIC by at least ``min_bic_gain`` (strong evidence) and its
