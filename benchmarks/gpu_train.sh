@@ -14,6 +14,11 @@
 # The knee pair's checkpoints are taken at the same step (the last one both runs reached), so the pair compares
 # the two routes at an equal number of images seen.
 #
+# To CONTINUE a run in a later session, carry its unpacked directory (one checkpoint with its optimizer state,
+# ~18 MB for the black hole) with the wheels, e.g. carry [".whl", "runs/pretrained-gpu/black-hole-eht-64"]: every
+# training starts with --resume=auto (a carried run goes on from its checkpoint, with its data order and RNG
+# states; without one it starts fresh), and the data are prepared again there from the same seeds.
+#
 # Environment (defaults in brackets): GPU_TRAIN_DEADLINE [520] seconds from the start by which the trainings have
 # stopped, GPU_TRAIN_DEVICE [cuda], BH_RECORDS [16384], KNEE_VOLUMES [96], GPU_TRAIN_INSTALL [1: install .whl/
 # into /tmp/site, as gpu_session.sh does; 0: use the installed package]. A smoke test on a CPU:
@@ -44,7 +49,7 @@ bh() {
     OMP_NUM_THREADS=8 cli prepare black-holes runs/pretrained/black_holes_64.h5 --records "$bh_records" --npix 64 \
         --fov-uas 160 --seed 100 --generator broad --split both --overwrite > "$log/bh_prepare.log" 2>&1 || return 1
     echo "black-hole records ready at $(elapsed) s"
-    OMP_NUM_THREADS=4 cli train configs/pretrained/gpu/black-hole-eht-64.toml --device "$device" \
+    OMP_NUM_THREADS=4 cli train configs/pretrained/gpu/black-hole-eht-64.toml --device "$device" --resume=auto \
         --max-minutes "$(minutes_left)" > "$log/bh_train.log" 2>&1
 }
 
@@ -68,7 +73,7 @@ knee() {
     m=$(minutes_left)
     for kind in r4 clean; do
         OMP_NUM_THREADS=2 cli train configs/pretrained/gpu/mri-knee-synthetic-$kind.toml --device "$device" \
-            --max-minutes "$m" > "$log/knee_$kind.log" 2>&1 &
+            --resume=auto --max-minutes "$m" > "$log/knee_$kind.log" 2>&1 &
     done
     wait
 }
