@@ -355,12 +355,13 @@ def image_uvfits(
     south_fraction = float(image[north_uas < ring.center_y_uas].sum() / image.sum())
     samples = post.samples[:, 0, 0].cpu().numpy()
     kept = post.kept[:, 0].cpu().numpy()
-    intervals = ring_intervals(samples[kept], psize)
+    rows = [ring_fit(x, psize) for x in samples]  # every sample's ring, fitted once
+    kept_rows = [r for r, k in zip(rows, kept, strict=True) if k]
+    intervals = fit_intervals(kept_rows)
     card_calibration = ((prior.config or {}).get("card") or {}).get("calibration")
     factors = (card_calibration or {}).get("factors") or {}
     calibrated = {q: calibration.apply(intervals[q], float(f), q) for q, f in factors.items() if q in intervals}
-    rows = [ring_fit(x, psize) for x in samples]
-    modes = ring_modes([r for r, k in zip(rows, kept, strict=True) if k], psize)
+    modes = ring_modes(kept_rows, psize)
     write_sample_cube(out_dir / "samples.fits", samples, sky, {
         "chi2_cphase": post.chi2_cphase[:, 0].cpu().numpy(), "chi2_logcamp": post.chi2_logcamp[:, 0].cpu().numpy(),
         "fits": post.fits[:, 0].cpu().numpy().astype(float), "kept": kept.astype(float),
