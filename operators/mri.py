@@ -317,8 +317,9 @@ class CartesianMRI(SubsampledOperator):
         per_sample = weights.shape[0] > 1
         for s, c in parts:
             coil_images = _coil_images(maps, x, s, c, ws)
-            if cols is None:  # the FFT straight into the output, then the weights in place (no temporary)
-                torch.fft.fft2(coil_images, norm="ortho", out=y[s, c]).mul_(_samples(weights, s, per_sample))
+            if cols is None:  # the weights multiply the FFT into the output (an FFT's out= is a copy in ATen)
+                kspace = torch.fft.fft2(coil_images, norm="ortho")
+                torch.mul(kspace, _samples(weights, s, per_sample), out=y[s, c])
                 continue
             cols_s = _samples(cols, s, cols.ndim == 2)
             rows = torch.fft.fft(coil_images, dim=-1, norm="ortho")

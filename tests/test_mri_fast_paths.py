@@ -5,9 +5,11 @@ mask's pruned FFTs (along H on the sampled columns only) agree with the dense re
 import numpy as np
 import pytest
 import torch
+import torch.utils.dlpack
 
 from ambient_science.operators import CartesianMRI, mri, workspace
 from ambient_science.operators.fourier import sampled_columns
+from ambient_science.operators.mri_masks import column_mask
 from ambient_science.operators.workspace import chunks, empty_output, needs_graph
 
 
@@ -107,6 +109,60 @@ def test_empty_output_and_needs_graph():
     assert needs_graph(None, x) and not needs_graph(x.detach(), None)
     with torch.no_grad():
         assert not needs_graph(x)
+
+
+def _storage(t):
+    return t.untyped_storage()._cdata
+
+
+def test_empty_output_recycles_only_what_nothing_refers_to():
+    """A large output's memory is handed out again only once no tensor, view or NumPy array of it is left."""
+    workspace.release_outputs()
+    shape, cpu = (2, 2**20), torch.device("cpu")  # 16 MiB complex64
+    a = empty_output(shape, torch.complex64, cpu)
+    a.fill_(1)
+    key = _storage(a)
+    b = empty_output(shape, torch.complex64, cpu)  # a is alive: fresh memory
+    assert _storage(b) != key and a.eq(1).all()
+    del a
+    c = empty_output(shape, torch.complex64, cpu)  # the block kept is b's, which is alive
+    assert _storage(c) != _storage(b)
+    kept = _storage(c)
+    held = {"view": lambda t: t[1:], "numpy": lambda t: t.numpy(), "detached": lambda t: t.detach(),
+            "real view": torch.view_as_real, "dlpack": torch.utils.dlpack.to_dlpack}  # fmt: skip
+    for name, hold in held.items():
+        ref = hold(c)
+        del c
+        d = empty_output(shape, torch.complex64, cpu)
+        assert _storage(d) != kept, f"recycled while a {name} of it was alive"
+        del ref
+        c, kept = d, _storage(d)
+        del d
+    del c
+    e = empty_output((2**20, 2), torch.complex64, cpu)  # nothing refers to it: same memory, new shape
+    assert _storage(e) == kept and e.shape == (2**20, 2) and e.is_contiguous()
+    f = empty_output((2**21, 2), torch.float32, cpu)  # same size in bytes, another dtype: e is alive, so fresh
+    assert _storage(f) != kept and f.dtype == torch.float32
+    workspace.release_outputs()
+    assert not workspace._blocks
+    small = empty_output((4,), torch.float32, cpu)
+    assert small.shape == (4,) and not workspace._blocks  # small outputs are never kept
+
+
+def test_operator_outputs_survive_later_calls():
+    """An output the caller keeps is never overwritten by a later call of the same operator (recycled memory)."""
+    g = torch.Generator().manual_seed(3)
+    mask = column_mask("random", 4, 256, 4.0, 0.08, generator=g)
+    maps = torch.randn(4, 8, 256, 256, dtype=torch.complex64, generator=g)
+    A = CartesianMRI(mask, maps)  # outputs of 16 MiB: above the size empty_output recycles
+    x1, x2 = (torch.randn(4, 1, 256, 256, dtype=torch.complex64, generator=g) for _ in range(2))
+    y1 = A(x1)
+    first = y1.clone()
+    for _ in range(3):
+        y2 = A(x2)
+        assert torch.equal(y1, first)
+        del y2
+    assert torch.equal(A(x1), first)
 
 
 # -- column-pruned FFTs ------------------------------------------------------------------------------------------
