@@ -395,6 +395,15 @@ MRI_VARIANTS: tuple[tuple, ...] = (
     ("4 samples x 24 steps from 10, prox per step, denoiser averaged over 4 one-pixel shifts", 4, 24, 1, 10.0,
      {"step_dc": "prox", "shifts": [(0, 0), (1, 0), (0, 1), (1, 1)]}),
     ("8 samples x 24 steps from 10, prox per step", 8, 24, 1, 10.0, {"step_dc": "prox"}),
+    # cheaper steps at LOW noise, where the denoiser is near the identity (c_skip -> 1): forward-only guidance there
+    ("4 samples x 24 steps from 10, prox per step, forward-only guidance below sigma 0.1", 4, 24, 1, 10.0,
+     {"step_dc": "prox", "jacobian_sigma_min": 0.1}),
+    ("4 samples x 24 steps from 10, prox per step, forward-only guidance below sigma 0.3", 4, 24, 1, 10.0,
+     {"step_dc": "prox", "jacobian_sigma_min": 0.3}),
+    ("4 samples x 20 steps from 10, prox per step, forward-only guidance below sigma 0.1", 4, 20, 1, 10.0,
+     {"step_dc": "prox", "jacobian_sigma_min": 0.1}),
+    ("4 samples x 24 steps from 10, prox per step, the 4 samples in one batch", 4, 24, None, 10.0,
+     {"step_dc": "prox"}),
 )  # fmt: skip
 
 

@@ -161,3 +161,19 @@ def test_the_shipped_r4_card_records_the_faster_sampler_and_the_old_one_stays_re
     assert (dps["steps"], dps["sigma_max"], dps["options"], dps["num_samples"]) == (24, 10.0, {"step_dc": "prox"}, 4)
     nonlinear = FunctionLikelihood(lambda v: v.sum((1, 2, 3)))
     assert recommended_settings(prior, "dps", likelihood=nonlinear)["options"] == {}  # no data-consistency step
+
+
+def test_forward_only_guidance_below_and_above_a_sigma(gaussian):
+    """``jacobian_sigma_min`` / ``_max`` switch the network's Jacobian for the Gaussian one below / above a σ: at
+    the extremes it is the Gaussian Jacobian everywhere or the network's everywhere, and a split differs from
+    both (the Gaussian denoiser of a correlated prior has a Jacobian unlike σ_data²/(σ² + σ_data²) I)."""
+    lik, _, _ = _problem(gaussian, 4)
+    D = Prior(GaussianDenoiserNet(*gaussian), CleanFamily((1, H, W))).denoiser(4, generator=_g())
+    x = initial_noise(D.shape, 80.0, generator=_g(5))
+    sig = edm_sigmas(12)
+    full = sample_adps(D, x, sig, lik)
+    forward_only = sample_adps(D, x, sig, lik, jacobian="gaussian")
+    torch.testing.assert_close(sample_adps(D, x, sig, lik, jacobian_sigma_min=0.0), full)
+    torch.testing.assert_close(sample_adps(D, x, sig, lik, jacobian_sigma_min=1e9), forward_only)
+    split = sample_adps(D, x, sig, lik, jacobian_sigma_min=0.3)
+    assert not torch.allclose(split, full) and not torch.allclose(split, forward_only)

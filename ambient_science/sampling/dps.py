@@ -150,6 +150,7 @@ def sample_adps(
     dc_iter: int = 20,
     jacobian: Jacobian = True,
     jacobian_sigma_max: float = float("inf"),
+    jacobian_sigma_min: float = 0.0,
     step_dc: StepConsistency = None,
     step_dc_every: int = 1,
     step_dc_sigma_max: float = float("inf"),
@@ -184,6 +185,8 @@ def sample_adps(
             of the denoiser of a Gaussian prior; same cost as ``False``, without its overshoot at high noise).
         jacobian_sigma_max: above this ``σ̂`` the guidance takes ``jacobian="gaussian"`` (forward only) in place of
             the network's Jacobian (``jacobian=True`` only; default ``inf``: never).
+        jacobian_sigma_min: likewise below this ``σ̂`` (default 0: never), where the denoiser is near the
+            identity (``c_skip → 1``) and a backward pass buys least.
         step_dc: data consistency of the denoised estimate during sampling (issue #18), ``"prox"`` (the
             noise-weighted proximal step with ``r(σ̂)``) or ``"replace"`` (noiseless lines), see
             :func:`~ambient_science.sampling.samplers.step_consistency`: the ODE step then moves toward
@@ -219,7 +222,8 @@ def sample_adps(
         sigma_hat = sigma * (1.0 + gamma)
         if gamma > 0:
             x = x + math.sqrt(sigma_hat**2 - sigma**2) * s_noise * randn_like(x, generator)
-        jac = "gaussian" if jacobian is True and sigma_hat > jacobian_sigma_max else jacobian
+        forward_only = sigma_hat > jacobian_sigma_max or sigma_hat < jacobian_sigma_min
+        jac = "gaussian" if jacobian is True and forward_only else jacobian
         denoised, grad, loss = _guidance_gradient(denoiser, likelihood, x, sigma_hat, guidance, jac, sigma_data)
         denoised = consistent(denoised, i, sigma_hat)
         d = (x - denoised) / sigma_hat
