@@ -82,6 +82,12 @@ def test_loss_matches_hand_written_formula():
         edm_weight(sigma, 0.5) * (B * r).square().sum(dim=(1, 2, 3)) + ((1 - B) * r).square().sum(dim=(1, 2, 3)) / 0.25
     ) / m
     torch.testing.assert_close(got, want)
+    # hidden_weight scales the second term only (and reaches the loss through build_loss)
+    heavy = build_loss(LossConfig(kind="ambient", hidden_weight=3.0), family, 0.5)
+    got3 = heavy(net, y, A, A_tilde=A_tilde, sigma=sigma, noise=eps)
+    hidden = ((1 - B) * r).square().sum(dim=(1, 2, 3)) / 0.25 / m
+    torch.testing.assert_close(got3, want + 2.0 * hidden)
+    assert bool((hidden > 0).all())
 
 
 class _Spy(nn.Module):
