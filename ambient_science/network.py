@@ -266,13 +266,7 @@ class _Up(nn.Module):
         self.conv = nn.Conv2d(channels, channels, 3, padding=1)
 
     def forward(self, x: Tensor, emb: Tensor) -> Tensor:
-        # nearest-neighbour 2x upsampling as a broadcast copy: the same values as F.interpolate(mode="nearest"),
-        # twice as fast on a CPU (forward and backward), in any memory format
-        B, C, H, W = x.shape
-        if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
-            nhwc = x.permute(0, 2, 3, 1)[:, :, None, :, None, :].expand(B, H, 2, W, 2, C)
-            return self.conv(nhwc.reshape(B, 2 * H, 2 * W, C).permute(0, 3, 1, 2))
-        return self.conv(x[:, :, :, None, :, None].expand(B, C, H, 2, W, 2).reshape(B, C, 2 * H, 2 * W))
+        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
 
 
 class UNet(nn.Module):

@@ -85,23 +85,6 @@ def test_channels_last_same_output():
     torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
-def test_upsampling_is_nearest_interpolation(memory_format):
-    """The U-Net's 2x upsampling (a broadcast copy) gives F.interpolate(mode="nearest")'s values and gradients, and
-    keeps the input's memory format."""
-    from ambient_science.network import _Up
-
-    up = _randomise(_Up(4))
-    x = torch.randn(2, 4, 5, 6).contiguous(memory_format=memory_format).requires_grad_(True)
-    out = up(x, None)
-    ref = up.conv(torch.nn.functional.interpolate(x, scale_factor=2.0, mode="nearest"))
-    torch.testing.assert_close(out, ref, rtol=0, atol=1e-6)
-    (g,) = torch.autograd.grad(out.square().sum(), x)
-    (g_ref,) = torch.autograd.grad(ref.square().sum(), x)
-    torch.testing.assert_close(g, g_ref, rtol=1e-5, atol=1e-5)
-    assert out.is_contiguous(memory_format=memory_format)
-
-
 def test_scalar_sigma_broadcasts_and_complex_input_refused():
     net = build_network(_small(cond_channels=0))
     x = torch.randn(3, 1, 8, 8)
