@@ -181,6 +181,10 @@ def test_network_is_frozen_but_input_gradients_flow():
     D(x, 1.0).sum().backward()
     assert x.grad is not None and x.grad.abs().sum() > 0
     assert net.weight.grad is None
+    assert net.weight.is_contiguous(memory_format=torch.channels_last)  # the faster order on a CPU; same values
+    other = nn.Conv2d(2, 1, 3, padding=1)
+    Prior(other, PixelMaskFamily((1, H, W), p=0.3), freeze=False)  # a network still training is left as it is
+    assert other.weight.is_contiguous() and other.weight.requires_grad
 
 
 def test_prior_from_checkpoint(tmp_path):

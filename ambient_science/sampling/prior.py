@@ -140,9 +140,11 @@ class Prior:
     """A denoiser network and its operator family (the training corruption law).
 
     Args:
-        network: ``net(x, sigma, cond) -> D`` (EDM preconditioning inside, docs/design.md §5). Put in eval mode
-            and its parameters frozen (``requires_grad=False``) unless ``freeze=False``; guidance still
-            differentiates with respect to the input.
+        network: ``net(x, sigma, cond) -> D`` (EDM preconditioning inside, docs/design.md §5). Put in eval mode,
+            its parameters frozen (``requires_grad=False``) and its convolution weights in channels-last memory
+            order (the same values; on a CPU the sampler's forward and backward passes run ~6 % faster,
+            benchmarks/bench_sampling.py) unless ``freeze=False``; guidance still differentiates with respect to
+            the input.
         family: the operator family the network was trained with (``CleanFamily`` for clean data).
         sigma_n: the lowest noise level the network trained at: the smallest ``σ_n`` of its training records
             when it was trained with the noisy-ambient loss (0 for the plain ambient loss, for noiseless data,
@@ -160,7 +162,7 @@ class Prior:
         #: test, :func:`~ambient_science.sampling.fit.fit_settings`) entries are read from here
         self.config: dict = {}
         if freeze:
-            network.eval().requires_grad_(False)
+            network.eval().requires_grad_(False).to(memory_format=torch.channels_last)
 
     @classmethod
     def from_checkpoint(
