@@ -348,7 +348,8 @@ def closure_variants(
 
 
 #: the MRI A-DPS variants :func:`mri_reconstruction` times: (label, num_samples, steps, sample_batch, sigma_max[,
-#: sampler options]); the first is the reference of the paired per-slice differences
+#: sampler options, with "final_dc", "shifts" and "sigma_min" read here]); the first is the reference of the paired
+#: per-slice differences
 MRI_VARIANTS: tuple[tuple, ...] = (
     ("4 samples x 48 steps from 80, one run per sample (before #21)", 4, 48, 1, 80.0, {"step_dc": None}),
     ("4 samples x 48 steps from 80, batched", 4, 48, None, 80.0, {"step_dc": None}),
@@ -404,6 +405,11 @@ MRI_VARIANTS: tuple[tuple, ...] = (
      {"step_dc": "prox", "jacobian_sigma_min": 0.1}),
     ("4 samples x 24 steps from 10, prox per step, the 4 samples in one batch", 4, 24, None, 10.0,
      {"step_dc": "prox"}),
+    # the same spacing above sigma 0.02 as 20 steps down to 0.002, without the steps below it
+    ("4 samples x 16 steps from 10 to 0.02, prox per step, forward-only guidance below sigma 0.1", 4, 16, 1, 10.0,
+     {"step_dc": "prox", "jacobian_sigma_min": 0.1, "sigma_min": 0.02}),
+    ("4 samples x 18 steps from 10 to 0.01, prox per step, forward-only guidance below sigma 0.1", 4, 18, 1, 10.0,
+     {"step_dc": "prox", "jacobian_sigma_min": 0.1, "sigma_min": 0.01}),
 )  # fmt: skip
 
 
@@ -466,13 +472,14 @@ def mri_reconstruction(
     for label, samples, steps, sample_batch, sigma_max, *extra in variants:
         options = dict(extra[0]) if extra else {}
         final_dc = options.pop("final_dc", "cg")
+        sigma_min = options.pop("sigma_min", None)
         shifts = options.pop("shifts", None)
         g = torch.Generator().manual_seed(seed)
         t, cpu = time.perf_counter(), time.process_time()
         called = _ShiftAveragedPrior(prior, shifts) if shifts else prior
         post = reconstruct(
             called, lik, method="dps", generator=g, num_samples=samples, steps=steps, inference_operator="full",
-            sigma_max=sigma_max, sampler_options=options or None,
+            sigma_max=sigma_max, sigma_min=sigma_min, sampler_options=options or None,
             data_consistency=final_dc, progress=False, fallback=l1_fallback(prior, batch.A), sample_batch=sample_batch,
         )  # fmt: skip
         seconds, cpu = time.perf_counter() - t, time.process_time() - cpu

@@ -137,19 +137,21 @@ def test_the_card_records_sampler_options_and_sigma_max_and_arguments_win(monkey
     A = family.sample(2, generator=_g(1))
     lik = GaussianLikelihood(A, A(torch.randn(A.ishape, generator=_g(2))), SIGMA_N)
     prior = Prior(Shrink(), family)
-    prior.config = {"sampler": {"dps": {"steps": 5, "sigma_max": 7.0, "options": {"jacobian": "gaussian"}}}}
+    prior.config = {"sampler": {"dps": {"steps": 5, "sigma_max": 7.0, "sigma_min": 0.05,
+                                        "options": {"jacobian": "gaussian"}}}}  # fmt: skip
     assert recommended_settings(prior, "dps")["options"] == {"jacobian": "gaussian"}
     seen = []
 
     def spy(D, x, sigmas, likelihood, **kw):
-        seen.append((float(sigmas[0]), len(sigmas) - 1, kw.get("jacobian"), kw.get("churn")))
+        seen.append((float(sigmas[0]), round(float(sigmas[-2]), 6), len(sigmas) - 1, kw.get("jacobian"),
+                     kw.get("churn")))  # fmt: skip
         return x
 
     monkeypatch.setattr(rec, "sample_adps", spy)
     reconstruct(prior, lik, method="dps", num_samples=1, generator=_g(), progress=False, safe_mode="off")
     reconstruct(prior, lik, method="dps", num_samples=1, generator=_g(), progress=False, safe_mode="off",
-                sigma_max=80.0, steps=3, sampler_options={"jacobian": True})  # fmt: skip
-    assert seen == [(7.0, 5, "gaussian", 10.0), (80.0, 3, True, 10.0)]
+                sigma_max=80.0, sigma_min=0.002, steps=3, sampler_options={"jacobian": True})  # fmt: skip
+    assert seen == [(7.0, 0.05, 5, "gaussian", 10.0), (80.0, 0.002, 3, True, 10.0)]
 
 
 def test_the_shipped_r4_card_records_the_faster_sampler_and_the_old_one_stays_reachable():

@@ -12,7 +12,7 @@ Samples give a posterior mean and a per-pixel standard deviation (:class:`Poster
 
 **Defaults are the recommended settings** (:func:`recommended_settings`): the prior's ``prior.json`` may record
 them under ``"sampler"`` (the shipped MRI priors record the settings behind the README's numbers; besides the
-arguments below, ``"sigma_max"`` and ``"options"``, default keyword arguments of the sampler, e.g. ``{"step_dc":
+arguments below, ``"sigma_max"``, ``"sigma_min"`` and ``"options"``, default keyword arguments of the sampler, e.g. ``{"step_dc":
 "prox"}``, which ``sampler_options`` override key by key); otherwise
 A-DPS takes 48 steps, ``Ã_inf = "full"`` where the family has a fully observed operator (mask families, else
 ``"law"``), a final CG data-consistency step for linear Gaussian likelihoods, 4 samples; the one-step estimate
@@ -135,9 +135,9 @@ def reconstruct(
         steps: sampler steps (A-DPS) or annealing levels (DAPS).
         sigma_max: the first noise level (default: the recommended one, else 80 for A-DPS, 10 for DAPS, as their
             papers).
-        sigma_min: the last nonzero noise level (default: EDM's 0.002, or the prior's ``sigma_n`` when higher:
-            a noisy-ambient prior never trained below it; a lower value is raised to it, with a warning). The
-            one-step estimate is likewise never taken below ``sigma_n``.
+        sigma_min: the last nonzero noise level (default: the recommended one, else EDM's 0.002; the prior's
+            ``sigma_n`` when higher: a noisy-ambient prior never trained below it; a lower value is raised to it,
+            with a warning). The one-step estimate is likewise never taken below ``sigma_n``.
         test_operator: the operator of the measurements; default ``likelihood.A`` when it has one.
         inference_operator: ``Ã_inf`` from the training law (``"law"``), from the test operator (``"test"``),
             observing everything (``"full"``, mask families) or the test operator itself (``"measurement"``;
@@ -184,6 +184,7 @@ def reconstruct(
     C, H, W = prior.family.image_shape
     options = {**recommended.get("options", {}), **(sampler_options or {})}
     floor = float(getattr(prior, "sigma_n", 0.0) or 0.0)
+    sigma_min = recommended.get("sigma_min") if sigma_min is None else sigma_min
     if sigma_min is not None and sigma_min < floor:
         warnings.warn(
             f"sigma_min = {sigma_min:g} is below the prior's sigma_n = {floor:.3g}, the lowest noise level its "
