@@ -307,7 +307,8 @@ def write_plot(out: Path, results: dict) -> None:
             ax.set_xlabel("training images seen")
             ax.set_ylabel("PSNR [dB]")
             ax.set_title(f"{fam}, test R = {R}")
-            ax.legend(fontsize=6, framealpha=0.5)
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend(fontsize=6, framealpha=0.5)
     fig.tight_layout()
     fig.savefig(out / "curves.png", dpi=110)
     plt.close(fig)

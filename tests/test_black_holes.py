@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import time
 
 import numpy as np
 import pytest
@@ -57,18 +56,13 @@ def test_images_leave_global_rng_alone():
     assert np.array_equal(np.random.get_state()[1], np_state[1])
 
 
-def test_image_batch_is_fast():
-    cfg = BlackHoleImageConfig(npix=64)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # timing on one core; a loaded machine oversubscribed by threads is slower
-    try:
-        sample_black_hole_images(4, cfg, generator=_g())
-        t0 = time.perf_counter()
-        sample_black_hole_images(64, cfg, generator=_g(1))
-        elapsed = time.perf_counter() - t0
-    finally:
-        torch.set_num_threads(threads)
-    assert elapsed < 2.0  # ~0.1 s on one idle core
+def test_a_training_sized_batch_is_drawn_in_one_call():
+    """A batch of 64 at 64 px (what a training step draws): finite, non-negative images, each of its drawn flux.
+    Its speed is a benchmark matter (ground rule: no timed unit tests)."""
+    images, params = sample_black_hole_images(64, BlackHoleImageConfig(npix=64), generator=_g(1))
+    assert images.shape == (64, 1, 64, 64) and params["flux_jy"].shape == (64,)
+    assert bool(torch.isfinite(images).all()) and bool((images >= 0).all())
+    torch.testing.assert_close(images.sum(dim=(1, 2, 3)), params["flux_jy"].to(images.dtype), rtol=1e-3, atol=1e-4)
 
 
 @pytest.mark.parametrize("shape", SHAPES)

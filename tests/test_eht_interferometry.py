@@ -1,7 +1,6 @@
 """The visibility operator (ehtim convention) and the EHT coverage family."""
 
 import json
-import time
 
 import numpy as np
 import pytest
@@ -157,20 +156,13 @@ def test_family_draws_time_ordered_coverages_within_max_vis():
     assert family.sample(4, generator=g).uv.dtype == torch.float64
 
 
-def test_family_sampling_is_fast_enough_for_every_training_step():
+def test_family_samples_a_training_batch_of_64_px_coverages():
+    """32 coverages at 64 px from a bank of 32 (what every training step draws), repeatable from the generator.
+    Its speed is a benchmark matter (ground rule: no timed unit tests)."""
     family = _family(npix=64, bank_size=32)
-    g = torch.Generator().manual_seed(0)
-    family.sample(32, generator=g)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # small ops on a loaded 2-core machine are slower with 2 threads than with 1
-    try:
-        t0 = time.perf_counter()
-        for _ in range(5):
-            family.sample(32, generator=g)
-        seconds = (time.perf_counter() - t0) / 5
-    finally:
-        torch.set_num_threads(threads)
-    assert seconds < 0.25  # about 10-20 ms on one core of this machine; generous for a loaded CI runner
+    A1 = family.sample(32, generator=torch.Generator().manual_seed(0))
+    A2 = family.sample(32, generator=torch.Generator().manual_seed(0))
+    assert A1.batch_size == 32 and torch.equal(A1.uv, A2.uv) and torch.equal(A1.observed, A2.observed)
 
 
 def test_further_corruption_drops_whole_stations():

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -28,11 +27,8 @@ def test_memorization_example_tiny_run_writes_metrics(tmp_path):
         "--steps", "12", "--batch-size", "16", "--num-train", "32", "--num-samples", "16",
         "--sampler-steps", "3", "--threads", "1",
     ]  # fmt: skip
-    start = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=120)
-    elapsed = time.perf_counter() - start
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)  # a hang guard only
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert elapsed < 60, f"tiny run took {elapsed:.0f} s"
 
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["threshold"] == 0.95
