@@ -470,16 +470,17 @@ def mri_reconstruction(
     lik = GaussianLikelihood(batch.A, batch.y, batch.sigma)
     rows, reference = [], None
     for label, samples, steps, sample_batch, sigma_max, *extra in variants:
-        options = dict(extra[0]) if extra else {}
+        # every setting explicit, so that what the shipped card records (its "sampler" entry) changes no variant
+        options = {"step_dc": None, "jacobian_sigma_min": 0.0, **(dict(extra[0]) if extra else {})}
         final_dc = options.pop("final_dc", "cg")
-        sigma_min = options.pop("sigma_min", None)
+        sigma_min = options.pop("sigma_min", max(0.002, prior.sigma_n))  # EDM's floor, or the prior's
         shifts = options.pop("shifts", None)
         g = torch.Generator().manual_seed(seed)
         t, cpu = time.perf_counter(), time.process_time()
         called = _ShiftAveragedPrior(prior, shifts) if shifts else prior
         post = reconstruct(
             called, lik, method="dps", generator=g, num_samples=samples, steps=steps, inference_operator="full",
-            sigma_max=sigma_max, sigma_min=sigma_min, sampler_options=options or None,
+            sigma_max=sigma_max, sigma_min=sigma_min, sampler_options=options,
             data_consistency=final_dc, progress=False, fallback=l1_fallback(prior, batch.A), sample_batch=sample_batch,
         )  # fmt: skip
         seconds, cpu = time.perf_counter() - t, time.process_time() - cpu
