@@ -6,8 +6,9 @@ generator does not produce (the brain-like heads of ``ambient_science.datasets.a
 One command, resumable: every (family, prior) is ONE training run under ``<out>/<family>/<prior>/`` extended
 milestone by milestone (``train.images`` raised, ``resume = "auto"``; constant learning rate after warm-up, so
 the point at 30 k images is the 10 k run continued, never a fresh run); every evaluated point is stored in
-``<out>/results.json`` and never recomputed. Interrupt it at any time and run the same command again. Two invocations may run side by side on different priors
-of a family whose data are already prepared (the results file is re-read before each point is added).
+``<out>/results.json`` and never recomputed. Interrupt it at any time and run the same command again. Two
+invocations may run side by side on different priors of a family whose data are already prepared (the results
+file is re-read before each point is added).
 
     OMP_NUM_THREADS=1 python benchmarks/learning_curves.py --out /work/runs_persist/learning_curves \\
         --families knee --priors ambient,clean --milestones 10000,30000

@@ -12,8 +12,8 @@ Samples give a posterior mean and a per-pixel standard deviation (:class:`Poster
 
 **Defaults are the recommended settings** (:func:`recommended_settings`): the prior's ``prior.json`` may record
 them under ``"sampler"`` (the shipped MRI priors record the settings behind the README's numbers; besides the
-arguments below, ``"sigma_max"``, ``"sigma_min"`` and ``"options"``, default keyword arguments of the sampler, e.g. ``{"step_dc":
-"prox"}``, which ``sampler_options`` override key by key); otherwise
+arguments below, ``"sigma_max"``, ``"sigma_min"`` and ``"options"``, default keyword arguments of the sampler,
+e.g. ``{"step_dc": "prox"}``, which ``sampler_options`` override key by key); otherwise
 A-DPS takes 48 steps, ``Ã_inf = "full"`` where the family has a fully observed operator (mask families, else
 ``"law"``), a final CG data-consistency step for linear Gaussian likelihoods, 4 samples; the one-step estimate
 averages 8 draws of ``Ã_inf``. An argument given explicitly always wins.
