@@ -15,7 +15,8 @@ operator computes, and nothing needs an environment variable.
 Recycling is safe by construction: a block is handed out again only when its storage's reference count says
 that this module holds the only reference (no tensor, view, NumPy array or DLPack capsule of the caller's
 refers to it) and it is not shared memory; the check and the hand-out happen under a lock. At most
-:data:`MAX_RECYCLED` blocks are kept (the most recent sizes); :func:`release_outputs` frees them.
+:data:`MAX_RECYCLED` blocks of at most :data:`MAX_RECYCLED_BYTES` together are kept (the most recent sizes);
+:func:`release_outputs` frees them.
 """
 
 from __future__ import annotations
@@ -37,12 +38,14 @@ __all__ = ["CHUNK_BYTES", "chunk_budget", "chunks", "empty_output", "needs_graph
 CHUNK_BYTES = 8 * 2**20
 #: outputs at least this large (bytes) get huge-page advice (glibc's largest mmap threshold is 32 MiB)
 HUGE_OUTPUT_BYTES = 4 * 2**20
-#: large output blocks kept for reuse (one per size, the most recently used sizes)
+#: large output blocks kept for reuse (one per size, the most recently used sizes), and their total size at most
 MAX_RECYCLED = 4
+MAX_RECYCLED_BYTES = 512 * 2**20
 _HUGE = 2 * 2**20
 _MADV_HUGEPAGE = 14
 _madvise = None
 _lock = threading.Lock()
+_USE_COUNT = getattr(torch._C, "_storage_Use_Count", None)  # a private function: absent, nothing is recycled
 _blocks: OrderedDict[int, torch.UntypedStorage] = OrderedDict()  # size in bytes -> storage held by this module
 
 
@@ -111,17 +114,21 @@ def empty_output(shape: Sequence[int], dtype: torch.dtype, device: torch.device)
         out = _reuse(nbytes, shape, dtype)
         if out is None:
             out = _fresh(shape, dtype)
-            _blocks[nbytes] = out.untyped_storage()
-            _blocks.move_to_end(nbytes)
-            while len(_blocks) > MAX_RECYCLED:
+            _blocks.pop(nbytes, None)
+            if nbytes <= MAX_RECYCLED_BYTES and _USE_COUNT is not None:
+                _blocks[nbytes] = out.untyped_storage()
+            while len(_blocks) > MAX_RECYCLED or sum(_blocks) > MAX_RECYCLED_BYTES:
                 _blocks.popitem(last=False)
         return out
 
 
 def recycled(storage: torch.UntypedStorage) -> bool:
     """Whether ``storage`` may be handed out again: its only reference is the one this module holds (no tensor,
-    view, NumPy array or DLPack capsule refers to it), and it is not shared between processes."""
-    return torch._C._storage_Use_Count(storage._cdata) == 1 and not storage.is_shared()
+    view, NumPy array or DLPack capsule refers to it), and it is not shared between processes. Never, where this
+    torch has no storage reference count to ask (then no block is kept)."""
+    if _USE_COUNT is None:
+        return False
+    return _USE_COUNT(storage._cdata) == 1 and not storage.is_shared()
 
 
 def release_outputs() -> None:

@@ -149,6 +149,24 @@ def test_empty_output_recycles_only_what_nothing_refers_to():
     assert small.shape == (4,) and not workspace._blocks  # small outputs are never kept
 
 
+def test_recycling_keeps_bounded_memory_and_needs_a_reference_count(monkeypatch):
+    """Blocks above MAX_RECYCLED_BYTES (together) are not kept; without torch's storage reference count nothing is."""
+    workspace.release_outputs()
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(workspace, "MAX_RECYCLED_BYTES", 20 * 2**20)
+    empty_output((2, 2**20), torch.complex64, cpu)  # 16 MiB: kept
+    assert sum(workspace._blocks) == 16 * 2**20
+    empty_output((3, 2**20), torch.complex64, cpu)  # 24 MiB: above the cap, never kept
+    assert sum(workspace._blocks) == 16 * 2**20
+    empty_output((1, 2**20), torch.complex64, cpu)  # 8 MiB more: over the cap, the oldest goes
+    assert sum(workspace._blocks) == 8 * 2**20
+    workspace.release_outputs()
+    monkeypatch.setattr(workspace, "_USE_COUNT", None)
+    empty_output((2, 2**20), torch.complex64, cpu)
+    empty_output((2, 2**20), torch.complex64, cpu)
+    assert not workspace._blocks  # nothing kept, so nothing can be handed out twice
+
+
 def test_operator_outputs_survive_later_calls():
     """An output the caller keeps is never overwritten by a later call of the same operator (recycled memory)."""
     g = torch.Generator().manual_seed(3)

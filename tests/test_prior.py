@@ -185,6 +185,9 @@ def test_network_is_frozen_but_input_gradients_flow():
     other = nn.Conv2d(2, 1, 3, padding=1)
     Prior(other, PixelMaskFamily((1, H, W), p=0.3), freeze=False)  # a network still training is left as it is
     assert other.weight.is_contiguous() and other.weight.requires_grad
+    volumetric = nn.Conv3d(1, 1, 3)  # channels-last is a 4-D order: a 3-D convolution keeps its own
+    Prior(volumetric, PixelMaskFamily((1, H, W), p=0.3))
+    assert volumetric.weight.is_contiguous() and not volumetric.weight.requires_grad
 
 
 def test_prior_from_checkpoint(tmp_path):

@@ -162,7 +162,9 @@ class Prior:
         #: test, :func:`~ambient_science.sampling.fit.fit_settings`) entries are read from here
         self.config: dict = {}
         if freeze:
-            network.eval().requires_grad_(False).to(memory_format=torch.channels_last)
+            network.eval().requires_grad_(False)
+            if all(t.ndim != 5 for t in (*network.parameters(), *network.buffers())):  # 2-D convolutions only
+                network.to(memory_format=torch.channels_last)
 
     @classmethod
     def from_checkpoint(
