@@ -139,7 +139,7 @@ def release_outputs() -> None:
 
 def _reuse(nbytes: int, shape: tuple[int, ...], dtype: torch.dtype) -> Tensor | None:
     storage = _blocks.get(nbytes)
-    if storage is None or not recycled(storage):
+    if storage is None or not recycled(storage) or storage.nbytes() < nbytes:  # (a caller may have resized it)
         return None
     _blocks.move_to_end(nbytes)
     return torch.empty(0, dtype=dtype).set_(storage, 0, shape)
