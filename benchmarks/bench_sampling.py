@@ -40,7 +40,7 @@ from ambient_science.sampling.dps import sample_adps
 from ambient_science.sampling.likelihoods import GaussianLikelihood
 from ambient_science.sampling.prior import Prior
 from ambient_science.sampling.samplers import initial_noise, one_step, sample_euler, sample_heun, sigma_like
-from ambient_science.schedules import edm_sigmas
+from ambient_science.schedules import SIGMA_MIN, edm_sigmas
 
 __all__ = [
     "ROW_SETS",
@@ -473,7 +473,7 @@ def mri_reconstruction(
         # every setting explicit, so that what the shipped card records (its "sampler" entry) changes no variant
         options = {"step_dc": None, "jacobian_sigma_min": 0.0, **(dict(extra[0]) if extra else {})}
         final_dc = options.pop("final_dc", "cg")
-        sigma_min = options.pop("sigma_min", max(0.002, prior.sigma_n))  # EDM's floor, or the prior's
+        sigma_min = options.pop("sigma_min", max(SIGMA_MIN, prior.sigma_n))  # EDM's floor, or the prior's
         shifts = options.pop("shifts", None)
         g = torch.Generator().manual_seed(seed)
         t, cpu = time.perf_counter(), time.process_time()

@@ -107,7 +107,7 @@ def empty_output(shape: Sequence[int], dtype: torch.dtype, device: torch.device)
     """
     shape = tuple(int(n) for n in shape)
     device = torch.device(device)
-    nbytes = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
+    nbytes = math.prod(shape) * dtype.itemsize
     if device.type != "cpu" or nbytes < HUGE_OUTPUT_BYTES:
         return torch.empty(shape, dtype=dtype, device=device)
     with _lock:
