@@ -21,11 +21,14 @@ from ambient_science.training.config import (
 )
 from ambient_science.training.em import (
     GaussianPrior,
+    _Counter,
     clean_family,
     em_compute,
     fit_gaussian,
     gaussian_posterior,
     posterior_denoise,
+    prior_samples,
+    warm_start,
 )
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -154,3 +157,77 @@ def test_a_clean_prior_ignores_the_test_operator():
     for op in ("test", "full", "measurement"):
         D = prior.denoiser(2, generator=torch.Generator(), num_draws=2, inference_operator=op, test_operator=A)
         torch.testing.assert_close(D(x, 0.5), ref)
+
+
+_SMALL = {"model_channels": 8, "channel_mult": [1, 2], "attn_levels": []}
+
+
+def _ambient_prior(seed=0):
+    """A small ambient prior of the pixel-mask family with random (not zero-initialised) weights."""
+    family = PixelMaskFamily((1, 8, 8), p=0.3, delta=0.2, is_complex=True)
+    net = build_network(resolve_network_config(_SMALL, family))
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(0.1 * torch.randn(p.shape, generator=g))
+    return Prior(net, family)
+
+
+def test_warm_start_folds_the_constant_conditioning_into_the_input_bias():
+    prior = _ambient_prior()
+    clean = clean_family(prior.family)
+    fresh = build_network(resolve_network_config(_SMALL, clean))
+    assert warm_start(prior, fresh)
+    src, dst = prior.network.state_dict(), fresh.state_dict()
+    assert all(torch.equal(src[k], dst[k]) for k in dst if k not in ("backbone.input.weight", "backbone.input.bias"))
+    h = torch.randn(2, dst["backbone.input.weight"].shape[1], 8, 8)
+    cond = prior.family.conditioning(prior.family.fully_observed(prior.family.sample(2, generator=torch.Generator())))
+    assert torch.equal(cond, torch.ones_like(cond))  # everything observed: a constant channel
+    with_cond = prior.network.backbone.input(torch.cat([h, cond], dim=1))
+    folded = fresh.backbone.input(h)
+    torch.testing.assert_close(folded[..., 1:-1, 1:-1], with_cond[..., 1:-1, 1:-1], rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(folded[..., 0, :], with_cond[..., 0, :])  # the zero-padded border differs
+    other = build_network(resolve_network_config({"model_channels": 16, "channel_mult": [1], "attn_levels": []}, clean))
+    before = {k: v.clone() for k, v in other.state_dict().items()}
+    assert not warm_start(prior, other)  # another architecture: left as it was
+    assert all(torch.equal(before[k], v) for k, v in other.state_dict().items())
+
+
+def test_prior_samples_fit_the_measurements_and_count_the_passes():
+    data = _dataset(n=6)
+    prior = _ambient_prior()
+    counter = _Counter()
+    samples = prior_samples(prior, data, data.family, EMConfig(batch_size=4), torch.Generator().manual_seed(0), counter)
+    assert samples.shape == (6, 1, 8, 8) and samples.dtype == torch.complex64 and torch.isfinite(samples).all()
+    assert counter.forwards > 0 and 0 < counter.vjps <= counter.forwards
+    wrong = Prior(prior.network, PixelMaskFamily((1, 16, 16), p=0.3, delta=0.2, is_complex=True))
+    with pytest.raises(ValueError, match="init_prior"):
+        prior_samples(wrong, data, data.family, EMConfig(), torch.Generator(), None)
+
+
+@pytest.mark.slow
+def test_train_em_from_an_ambient_prior(tmp_path):
+    data = _dataset()
+    network = {"model_channels": 8, "channel_mult": [1, 2], "attn_levels": [], "num_blocks": 1}
+
+    def config(out, method, images, **em):
+        return RunConfig(
+            network=network,
+            train=TrainConfig(out_dir=str(tmp_path / out), images=images, batch_size=8, warmup_images=8,
+                              checkpoint_every=2, device="cpu", progress=False, method=method),
+            em=EMConfig(**em),
+        )  # fmt: skip
+
+    ambient = train(config("ambient", "ambient", 32), data)
+    with pytest.raises(FileNotFoundError, match="init_prior"):
+        train(config("em", "em", 16, init_prior=str(tmp_path / "missing")), data)
+    logs = []
+    em = {"images_per_round": 16, "sampling_steps": 3, "batch_size": 16, "init_prior": str(ambient.checkpoint)}
+    from ambient_science.training.em import train_em
+
+    result = train_em(config("em", "em", 32, **em), data, log=logs.append)
+    assert result.images_seen == 32
+    rounds = json.loads((tmp_path / "em" / "em" / "state.json").read_text())["rounds"]
+    assert [r["round"] for r in rounds] == [0, 1] and rounds[0]["forwards"] > 0 and rounds[0]["vjps"] > 0
+    assert rounds[1]["forwards"] == 48 * 3  # later rounds: MMPS with the EM prior
+    assert any("starts from" in line for line in logs)

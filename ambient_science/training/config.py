@@ -230,6 +230,8 @@ class EMConfig:
     schedule from ``sigma_max`` to ``sigma_min``, ``cg_iters`` conjugate-gradient iterations per level, ``eta``
     0 deterministic to 1 ancestral), ``batch_size`` measurements at a time; ``refresh_fraction`` of the samples
     redrawn per round (1: all; less: an incremental E-step, the rest kept from the previous round).
+    ``init_prior``: a trained prior (checkpoint or exported prior, e.g. an ambient one) that replaces the Gaussian
+    as ``q_0``: the first E-step draws its A-DPS posterior samples, and the first M-step starts from its network.
     """
 
     images_per_round: int = 5_000
@@ -244,6 +246,7 @@ class EMConfig:
     eta: float = 1.0
     batch_size: int = 32
     refresh_fraction: float = 1.0
+    init_prior: str = ""
 
     def __post_init__(self):
         check_fields(EMConfig, "em", vars(self), _EM_RANGES)

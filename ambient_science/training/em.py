@@ -14,7 +14,9 @@ EM alternates, from a cheap initial prior ``q_0``:
 Each M-step maximises ``E_{x ~ q_k(·|y)} log q_θ(x)``, a lower bound of the likelihood's increase (the EM
 inequality), so the iterates climb the likelihood as long as the E-step samples the posterior of ``q_k``.
 
-Initial prior ``q_0 = N(μ, Σ)``, fitted to the measurements by (Monte-Carlo) EM: ``Σ = Tᴴ diag(s) T`` with ``T``
+Initial prior: a trained prior when ``EMConfig.init_prior`` names one (e.g. an ambient prior of the same data:
+its A-DPS samples are the first E-step, and the first M-step starts from its network, :func:`warm_start`); else
+``q_0 = N(μ, Σ)``, fitted to the measurements by (Monte-Carlo) EM: ``Σ = Tᴴ diag(s) T`` with ``T``
 the orthonormal 2-D Fourier transform (``basis = "fourier"``: a stationary covariance, for complex images) or the
 identity (``"pixel"``). Gaussian E-step: exact posterior samples by perturbation (Matheron's rule),
 ``x = x₀ + Σ Aᴴ (A Σ Aᴴ + Σ_y)⁻¹ (y − A x₀ − n₀)`` with ``x₀ ~ N(μ, Σ)``, ``n₀ ~ N(0, Σ_y)``, the solve by
@@ -60,6 +62,7 @@ from torch.utils.data import Dataset
 from ambient_science.denoiser import network_denoise
 from ambient_science.family import OperatorFamily
 from ambient_science.registry import family_from_config
+from ambient_science.sampling.prior import Prior, load_prior
 from ambient_science.schedules import edm_sigmas
 from ambient_science.training.checkpoint import load_checkpoint
 from ambient_science.training.config import EMConfig, RunConfig
@@ -67,7 +70,7 @@ from ambient_science.training.data import prepare_data, step_seed
 from ambient_science.training.trainer import TrainResult, train
 
 __all__ = ["GaussianPrior", "SampleSet", "clean_family", "em_compute", "fit_gaussian", "gaussian_posterior",
-           "mmps_sample", "posterior_denoise", "train_em"]  # fmt: skip
+           "mmps_sample", "posterior_denoise", "prior_samples", "train_em", "warm_start"]  # fmt: skip
 
 
 # -- helpers ---------------------------------------------------------------------------------------------
@@ -242,6 +245,73 @@ def mmps_sample(net: nn.Module, clean: OperatorFamily, A, y: Tensor, sigma_n: Te
     return x_hat
 
 
+# -- a trained prior as the initial one ----------------------------------------------------------------------
+def prior_samples(prior: Prior, dataset: Dataset, family: OperatorFamily, em: EMConfig, generator: torch.Generator,
+                  counter: _Counter | None = None) -> Tensor:  # fmt: skip
+    """The first E-step from a trained prior (``em.init_prior``): one A-DPS posterior sample per training
+    measurement (:func:`~ambient_science.sampling.reconstruction.reconstruct` with the prior's recommended
+    settings, its safe mode off: a sample, never a fallback). ``counter`` records the network's forward passes
+    and the passes that were differentiated (guidance through the network). Shape: ``(N, C, H, W)``."""
+    from ambient_science.sampling.likelihoods import GaussianLikelihood
+    from ambient_science.sampling.reconstruction import reconstruct
+
+    if tuple(prior.family.image_shape) != tuple(family.image_shape) or prior.family.is_complex != family.is_complex:
+        raise ValueError(
+            f"em.init_prior: the prior's images are {tuple(prior.family.image_shape)} "
+            f"({'complex' if prior.family.is_complex else 'real'}), the training data's "
+            f"{tuple(family.image_shape)} ({'complex' if family.is_complex else 'real'}): "
+            "use a prior of the same images"
+        )
+
+    def count(module, args, output):
+        if counter is not None:
+            counter.forwards += args[0].shape[0]
+            counter.vjps += args[0].shape[0] if (torch.is_grad_enabled() and args[0].requires_grad) else 0
+
+    handle = prior.network.register_forward_hook(count)
+    try:
+        samples = torch.empty((len(dataset), *family.image_shape), dtype=family.image_dtype())
+        for start, y, params, sigma_n in _batches(dataset, em.batch_size):
+            sigma = sigma_n.reshape((-1,) + (1,) * (y.ndim - 1)).to(y.real.dtype)  # (B,) per measurement
+            likelihood = GaussianLikelihood(family.make(params), y, sigma)
+            post = reconstruct(prior, likelihood, method="dps", generator=generator, num_samples=1,
+                               safe_mode="off", progress=False)  # fmt: skip
+            samples[start : start + y.shape[0]] = post.mean.to(samples.dtype)
+    finally:
+        handle.remove()
+    return samples
+
+
+def warm_start(prior: Prior, network: nn.Module) -> bool:
+    """Copy ``prior``'s network weights into ``network`` (a clean-family network, no conditioning input):
+    the same architecture, except that the prior's input convolution may also read its conditioning channels
+    ``c(Ã)``. Called with everything observed those channels are constant (a mask of ones), so their part of the
+    convolution is folded into the layer's bias (exact away from the image border, whose zero padding the
+    fine-tuning absorbs). Returns False, leaving ``network`` as it is, when the two do not match."""
+    src, dst = prior.network.state_dict(), network.state_dict()
+    if set(src) != set(dst):
+        return False
+    A_full = prior.family.fully_observed(prior.family.sample(1, generator=torch.Generator().manual_seed(0)))
+    cond = prior.family.conditioning(A_full).flatten(2)[0].float()  # (k, H·W)
+    state = {}
+    for key, t in dst.items():
+        s = src[key]
+        if s.shape == t.shape:
+            state.setdefault(key, s.detach().clone())
+            continue
+        k = s.shape[1] - t.shape[1] if s.ndim == 4 and t.ndim == 4 else -1
+        bias = key.removesuffix("weight") + "bias"
+        folds = key.endswith("weight") and k == cond.shape[0] > 0 and s.shape[0] == t.shape[0]
+        if not (folds and s.shape[2:] == t.shape[2:] and bias in src):
+            return False
+        if (cond.amax(dim=1) - cond.amin(dim=1)).abs().max() > 1e-6:  # not constant: nothing to fold into a bias
+            return False
+        state[key] = s[:, : t.shape[1]].detach().clone()
+        state[bias] = src[bias].detach() + (s[:, t.shape[1] :].float().sum(dim=(2, 3)) @ cond[:, 0]).to(src[bias].dtype)
+    network.load_state_dict(state)
+    return True
+
+
 # -- the loop ----------------------------------------------------------------------------------------------
 class SampleSet(Dataset):
     """Posterior samples as a training set of the ``clean`` family (``A = I``, no noise): the M-step's data."""
@@ -288,7 +358,16 @@ def train_em(
     """EM training (module docstring) into ``config.train.out_dir``: rounds of ``config.em.images_per_round``
     images until ``config.train.images`` (or ``steps × batch_size``) images; resumes where it stopped."""
     em, cfg = config.em, config.train
+    if em.init_prior and not Path(em.init_prior).exists():
+        raise FileNotFoundError(f"em.init_prior: no prior at {em.init_prior} (a checkpoint or an exported prior)")
     dataset, family = prepare_data(config, dataset, family, open_data=open_data)
+    loaded: list[Prior] = []
+
+    def initial_prior() -> Prior:  # loaded once, when first needed (a resumed run may not need it)
+        if not loaded:
+            loaded.append(load_prior(em.init_prior, map_location="cpu"))
+        return loaded[0]
+
     clean = clean_family(family)
     out = Path(cfg.out_dir)
     em_dir = out / "em"
@@ -303,7 +382,10 @@ def train_em(
         if not samples_path.exists():
             t0 = time.perf_counter()
             counter = _Counter()
-            if k == 0:
+            if k == 0 and em.init_prior:
+                g = torch.Generator().manual_seed(step_seed(cfg.seed, 0, 0, "em-init-prior"))
+                samples = prior_samples(initial_prior(), dataset, family, em, g, counter)
+            elif k == 0:
                 _, samples = fit_gaussian(dataset, family, em, seed=cfg.seed, log=log)
             else:
                 net = load_checkpoint(out / "checkpoints", map_location="cpu").network.eval().requires_grad_(False)
@@ -324,7 +406,15 @@ def train_em(
         samples = torch.load(samples_path)
         images = min(total_images, (k + 1) * em.images_per_round)
         round_cfg = config.replace(family={}, train=replace(cfg, images=images, steps=1, resume="auto"))
-        result = train(round_cfg, SampleSet(samples, clean), family=clean)
+        initialize = None
+        if k == 0 and em.init_prior:
+
+            def initialize(network: nn.Module) -> None:
+                started = warm_start(initial_prior(), network)
+                log(f"em: first M-step {'starts from' if started else 'starts afresh: no weights match'} "
+                    f"{em.init_prior}")  # fmt: skip
+
+        result = train(round_cfg, SampleSet(samples, clean), family=clean, initialize=initialize)
         if result.stopped:
             return result
     assert result is not None

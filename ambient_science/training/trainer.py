@@ -368,28 +368,34 @@ def train(
     family: OperatorFamily | None = None,
     callback: Callable[[int, dict[str, Any]], None] | None = None,
     open_data: Callable[[str], Dataset] | None = None,
+    initialize: Callable[[nn.Module], None] | None = None,
 ) -> TrainResult:
     """Train a diffusion prior from measurements (``dataset``, or ``open_data(config.data.path)``); see the
     module doc. :func:`ambient_science.pipelines.training.train` reads measurement files.
 
     ``callback(step, metrics)`` runs on every rank after every step (progress hooks, tests).
+    ``initialize(network)`` runs on the freshly built network before the EMA copies it (e.g. a warm start from
+    another prior's weights); a resumed run restores its checkpoint over it.
     """
     info = init_distributed(config.train.device)
     try:
-        result = _train(config, dataset, family, info, callback, open_data)
+        result = _train(config, dataset, family, info, callback, open_data, initialize)
         barrier(info)  # rank 0 may still be writing the last checkpoint
         return result
     finally:
         shutdown_distributed(info)
 
 
-def _train(config, dataset, family, info: DistInfo, callback, open_data) -> TrainResult:
+def _train(config, dataset, family, info: DistInfo, callback, open_data, initialize=None) -> TrainResult:
     cfg = config.train
     out_dir, device = Path(cfg.out_dir), info.device
     ckpt_dir = out_dir / "checkpoints"
     dataset, family = prepare_data(config, dataset, family, open_data=open_data)
     net_cfg = resolve_network_config(config.network, family)
     raw = _init_network(net_cfg, cfg, device)
+    if initialize is not None:
+        with torch.no_grad():
+            initialize(raw)
     ema = EMA(raw, cfg.ema_halflife_images, cfg.ema_rampup or None)
     optimizer = torch.optim.AdamW(
         raw.parameters(), lr=cfg.lr, betas=tuple(cfg.adam_betas), eps=cfg.adam_eps, weight_decay=cfg.weight_decay
