@@ -212,3 +212,30 @@ def test_prior_from_checkpoint(tmp_path):
     mask = D.A_inf.mask
     expected = net.eval()(mask * x, torch.full((2,), 0.5), mask)  # x̃ = Ãᴴ Ã x = Ã ⊙ x for a pixel mask
     assert torch.allclose(D(x, 0.5), expected, atol=1e-6)
+
+
+def test_precision_runs_the_network_under_bfloat16_autocast_and_returns_float32():
+    from ambient_science.network import build_network
+    from ambient_science.sampling.prior import PRECISIONS, autocast_dtype
+    from ambient_science.training.config import resolve_network_config
+
+    assert autocast_dtype("float32", "cpu") is None and autocast_dtype("bfloat16", "cpu") is torch.bfloat16
+    assert autocast_dtype("auto", "cpu") in (None, torch.bfloat16) and autocast_dtype("bfloat16", "meta") is None
+    with pytest.raises(ValueError, match="precision"):
+        autocast_dtype("half", "cpu")
+    assert PRECISIONS == ("float32", "bfloat16", "auto")
+    family = PixelMaskFamily((1, 8, 8), p=0.5, delta=0.2, is_complex=True)
+    config = resolve_network_config({"model_channels": 8, "channel_mult": [1, 2], "attn_levels": []}, family)
+    net = build_network(config)
+    with torch.no_grad():
+        for p in net.parameters():  # not the zero-initialised output layer: the network's part must show
+            p.add_(0.1 * torch.randn(p.shape, generator=_g(1)))
+    prior = Prior(net, family)
+    x = torch.randn(2, 1, 8, 8, generator=_g(2), dtype=torch.complex64)
+    full = prior.denoiser(2, generator=_g(3))(x, 0.5)
+    half = prior.denoiser(2, generator=_g(3), precision="bfloat16")(x, 0.5)
+    assert half.dtype == torch.complex64 and not torch.equal(half, full)  # the autocast took effect
+    torch.testing.assert_close(half, full, rtol=0.05, atol=0.05)
+    xg = x.clone().requires_grad_(True)  # guidance differentiates through it
+    (g,) = torch.autograd.grad(prior.denoiser(2, generator=_g(3), precision="bfloat16")(xg, 0.5).abs().sum(), xg)
+    assert torch.isfinite(g).all() and g.abs().sum() > 0

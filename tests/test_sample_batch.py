@@ -74,3 +74,28 @@ def test_adps_without_jacobian_equals_adps_for_an_identity_jacobian():
         full = sample_adps(D, x, edm_sigmas(5), lik, zeta=2 * zeta, guidance=guidance)
         fast = sample_adps(D, x, edm_sigmas(5), lik, zeta=zeta, guidance=guidance, jacobian=False)
         torch.testing.assert_close(full, fast)
+
+
+def test_precision_reaches_the_samplers_network_and_is_checked():
+    import pytest
+
+    seen = []
+
+    class Probe(Shrink):  # records whether its call runs under autocast
+        def forward(self, x, sigma, cond, project=None):
+            seen.append(torch.is_autocast_enabled("cpu"))
+            return super().forward(x, sigma, cond, project)
+
+    _, lik, _ = _case(PixelMaskFamily((1, 6, 6), p=0.5))
+    prior = Prior(Probe(), CleanFamily((1, 6, 6)))
+    for precision, expected in (("float32", False), ("bfloat16", True)):
+        seen.clear()
+        post = reconstruct(prior, lik, method="dps", num_samples=1, steps=3, progress=False, precision=precision,
+                           generator=torch.Generator().manual_seed(0))  # fmt: skip
+        assert seen and set(seen) == {expected} and post.mean.dtype == torch.float32
+    prior.config = {"sampler": {"dps": {"precision": "bfloat16"}}}  # a card may record it
+    seen.clear()
+    reconstruct(prior, lik, method="dps", num_samples=1, steps=3, progress=False, generator=torch.Generator())
+    assert set(seen) == {True}
+    with pytest.raises(ValueError, match="precision"):
+        reconstruct(prior, lik, method="dps", steps=3, progress=False, precision="half", generator=torch.Generator())

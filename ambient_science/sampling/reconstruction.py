@@ -12,8 +12,8 @@ Samples give a posterior mean and a per-pixel standard deviation (:class:`Poster
 
 **Defaults are the recommended settings** (:func:`recommended_settings`): the prior's ``prior.json`` may record
 them under ``"sampler"`` (the shipped MRI priors record the settings behind the README's numbers; besides the
-arguments below, ``"sigma_max"``, ``"sigma_min"`` and ``"options"``, default keyword arguments of the sampler,
-e.g. ``{"step_dc": "prox"}``, which ``sampler_options`` override key by key); otherwise
+arguments below, ``"sigma_max"``, ``"sigma_min"``, ``"precision"`` and ``"options"``, default keyword arguments
+of the sampler, e.g. ``{"step_dc": "prox"}``, which ``sampler_options`` override key by key); otherwise
 A-DPS takes 48 steps, ``Ã_inf = "full"`` where the family has a fully observed operator (mask families, else
 ``"law"``), a final CG data-consistency step for linear Gaussian likelihoods, 4 samples; the one-step estimate
 averages 8 draws of ``Ã_inf``. An argument given explicitly always wins.
@@ -57,7 +57,7 @@ from ambient_science.sampling.dps import sample_adps
 from ambient_science.sampling.fit import FitReport, apply_safe_mode, check_fit
 from ambient_science.sampling.likelihoods import GaussianLikelihood, Likelihood
 from ambient_science.sampling.posterior import PosteriorSummary, sample_posterior, summarize
-from ambient_science.sampling.prior import Prior
+from ambient_science.sampling.prior import PRECISIONS, Prior
 from ambient_science.sampling.samplers import initial_noise, one_step
 from ambient_science.schedules import SIGMA_MIN, edm_sigmas
 
@@ -121,6 +121,7 @@ def reconstruct(
     progress: bool = True,
     sampler_options: dict[str, Any] | None = None,
     sample_batch: int | None = 1,
+    precision: Literal["float32", "bfloat16", "auto"] | None = None,
 ) -> PosteriorSummary:
     """Posterior mean and std of the images behind ``likelihood``'s measurements.
 
@@ -160,6 +161,9 @@ def reconstruct(
             noise) but come from another random stream, so a given seed gives other samples. Applies to a linear
             Gaussian likelihood of a :class:`~ambient_science.linop.SubsampledOperator` that the prior's family
             rebuilds (``family.make``); otherwise one sample per run.
+        precision: the network's arithmetic in the samplers (:data:`~ambient_science.sampling.prior.PRECISIONS`:
+            ``"float32"``, ``"bfloat16"`` autocast, ``"auto"``: bfloat16 where the device computes it natively);
+            default: the recommended one, else float32. The fit test and the one-step estimate stay float32.
 
     Shape: ``(B, C, H, W)`` mean and std, as the prior's images.
     """
@@ -178,6 +182,9 @@ def reconstruct(
         inference_operator = recommended.get("inference_operator", "law")
     num_draws = recommended.get("num_draws", 1) if num_draws is None else num_draws
     dc = recommended.get("data_consistency", "none") if data_consistency is None else data_consistency
+    precision = recommended.get("precision", "float32") if precision is None else precision
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     data_consistency = None if dc == "none" else dc
     fit = _fit_report(prior, likelihood, generator, safe_mode)
     device = prior.device
@@ -219,6 +226,7 @@ def reconstruct(
             inference_operator=inference_operator,
             test_operator=A_run if inference_operator in ("test", "full", "measurement") else None,
             device=device,
+            precision=precision,
         )
         x = initial_noise((copies * batch, C, H, W), float(sigmas[0]), generator=g,
                           dtype=prior.family.image_dtype()).to(device)  # fmt: skip

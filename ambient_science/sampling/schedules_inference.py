@@ -100,10 +100,11 @@ class InferencePrior(Prior):
         inference_operator: InferenceOperator = "law",
         test_operator: SubsampledOperator | None = None,
         device: torch.device | str | None = None,
+        precision: str = "float32",
     ) -> AmbientDenoiser | SwitchedDenoiser:
         """As :meth:`Prior.denoiser`, with at least ``min_draws`` draws, switched below ``switch_sigma``."""
         K = max(int(num_draws), self.min_draws)
-        kwargs = {"generator": generator, "num_draws": K, "device": device}
+        kwargs = {"generator": generator, "num_draws": K, "device": device, "precision": precision}
         high = super().denoiser(batch_size, inference_operator=inference_operator, test_operator=test_operator,
                                 **kwargs)  # fmt: skip
         if self.switch_sigma is None:
