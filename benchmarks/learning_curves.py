@@ -10,7 +10,7 @@ the point at 30 k images is the 10 k run continued, never a fresh run); every ev
 invocations may run side by side on different priors of a family whose data are already prepared (the results
 file is re-read before each point is added).
 
-    OMP_NUM_THREADS=1 python benchmarks/learning_curves.py --out /work/runs_persist/learning_curves \\
+    OMP_NUM_THREADS=1 python benchmarks/learning_curves.py --out runs/curves \\
         --families knee --priors ambient,clean --milestones 10000,30000
 
 Variants of a prior are rows of their own: ``--tag`` names a training variant (``--drop-fraction``, ``--loss``),
@@ -326,7 +326,7 @@ def point_operators(prior: str, args) -> list[str]:
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--out", default="/work/runs_persist/learning_curves")
+    p.add_argument("--out", default="runs/curves", help="run directories and results (resumed when present)")
     p.add_argument("--families", default="knee,brain", help="comma-separated: knee, brain")
     p.add_argument("--priors", default="ambient,clean", help="comma-separated: ambient, clean, em")
     p.add_argument("--milestones", default="10000,30000,100000", help="images seen at each evaluated point")
