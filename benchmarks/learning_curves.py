@@ -274,7 +274,10 @@ def _default_operator(prior: str) -> str:
     return "law" if prior.startswith("em") else "full"
 
 
-def write_plot(out: Path, results: dict) -> None:
+def write_plot(out: Path, results: dict, figure: Path | None = None) -> None:
+    """The curves (A-DPS PSNR against images seen), one panel per family and test R, into ``figure`` (default
+    ``out/curves.png``): a line per prior (a tagged training variant is a prior of its own) at its default
+    inference operator and the evaluation most points share; other inference variants as grey markers."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -296,7 +299,7 @@ def write_plot(out: Path, results: dict) -> None:
                 sel = [p for p in pts if (p["prior"], p["operator"], p["eval"]) == (prior, op, ev)]
                 sel.sort(key=lambda p: p["images"])
                 x, y = [p["images"] for p in sel], [p["metrics"]["ambient_dps"]["psnr"] for p in sel]
-                if prior in ("ambient", "clean", "em") and op == _default_operator(prior) and ev == main:
+                if op == _default_operator(prior) and ev == main:
                     ax.plot(x, y, "o-", label=f"{prior} A-DPS")
                 else:  # a variant of the gap study: a grey marker, one legend entry for all of them
                     ax.plot(x, y, "x", c="0.6", ms=5, label=variant_label)
@@ -311,7 +314,7 @@ def write_plot(out: Path, results: dict) -> None:
             if ax.get_legend_handles_labels()[0]:
                 ax.legend(fontsize=6, framealpha=0.5)
     fig.tight_layout()
-    fig.savefig(out / "curves.png", dpi=110)
+    fig.savefig(figure or out / "curves.png", dpi=110)
     plt.close(fig)
 
 
@@ -352,7 +355,19 @@ def main(argv=None) -> None:
     p.add_argument("--loss", default="{}", help="LossConfig fields as JSON, e.g. '{\"tilde_draws\": 4}' (with --tag)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-minutes-per-run", type=float, default=0.0, help="stop a training run cleanly after this")
+    p.add_argument("--replot", default="", metavar="RESULTS",
+                   help="only draw the figure of a results file (e.g. docs/learning_curves.json, the README's\n"
+                        "points) into --figure; no training, no evaluation")  # fmt: skip
+    p.add_argument("--figure", default="", help="the figure's path (default <out>/curves.png)")
     args = p.parse_args(argv)
+    if args.replot:
+        if not Path(args.replot).is_file():
+            p.error(f"--replot: no results file at {args.replot}")
+        figure = Path(args.figure) if args.figure else Path(args.out) / "curves.png"
+        figure.parent.mkdir(parents=True, exist_ok=True)
+        write_plot(figure.parent, load_results(Path(args.replot)), figure)
+        print(f"wrote {figure}")
+        return
     args.em, args.loss = json.loads(args.em), json.loads(args.loss)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -57,3 +57,16 @@ def test_inference_variants_parse_to_canonical_labels():
     assert lc.point_operators("ambient", args) == ["law", "full,smin=0.1"]
     args.variants = ""
     assert lc.point_operators("ambient", args) == ["full"] and lc.point_operators("em", args) == ["law"]
+
+
+def test_replot_draws_a_results_file_and_refuses_a_missing_one(tmp_path):
+    m = {k: {"psnr": 20.0 + i, "ssim": 0.5, "bg_hf_db": -30.0}
+         for i, k in enumerate(("zero_filled", "l1_wavelet", "ambient_dps"))}  # fmt: skip
+    points = [{"family": "knee", "prior": p, "images": n, "R": 4, "operator": "law" if p == "em" else "full",
+               "eval": "4sl/4x48", "metrics": m} for p in ("ambient", "ambient_hw20", "em") for n in (4000, 10000)]
+    (tmp_path / "record.json").write_text(lc.json.dumps({"points": points}))
+    figure = tmp_path / "docs" / "curves.png"
+    lc.main(["--replot", str(tmp_path / "record.json"), "--figure", str(figure)])
+    assert figure.stat().st_size > 0 and not (tmp_path / "docs" / "results.json").exists()
+    with pytest.raises(SystemExit):
+        lc.main(["--replot", str(tmp_path / "missing.json"), "--figure", str(figure)])
