@@ -284,7 +284,7 @@ def _resume_path(cfg: TrainConfig, ckpt_dir: Path, info: DistInfo | None = None)
             "out_dir"
         )
     if cfg.resume == "auto" and (info is None or info.is_main):
-        print(f"note: no checkpoint in {ckpt_dir} to resume from (train.resume = 'auto'); starting from scratch",
+        print(f"note: no checkpoint in {ckpt_dir} to resume from (train.resume = 'auto'); starting a new run",
               file=sys.stderr)  # fmt: skip
     return None
 
