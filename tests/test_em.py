@@ -230,4 +230,7 @@ def test_train_em_from_an_ambient_prior(tmp_path):
     rounds = json.loads((tmp_path / "em" / "em" / "state.json").read_text())["rounds"]
     assert [r["round"] for r in rounds] == [0, 1] and rounds[0]["forwards"] > 0 and rounds[0]["vjps"] > 0
     assert rounds[1]["forwards"] == 48 * 3  # later rounds: MMPS with the EM prior
-    assert any("starts from" in line for line in logs)
+    assert sum("starts from" in line for line in logs) == 1
+    logs.clear()
+    more = train_em(config("em", "em", 48, **em), data, log=logs.append)  # resumed: one more round, no warm start
+    assert more.images_seen == 48 and not any("starts from" in line for line in logs)

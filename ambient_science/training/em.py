@@ -64,7 +64,7 @@ from ambient_science.family import OperatorFamily
 from ambient_science.registry import family_from_config
 from ambient_science.sampling.prior import Prior, load_prior
 from ambient_science.schedules import edm_sigmas
-from ambient_science.training.checkpoint import load_checkpoint
+from ambient_science.training.checkpoint import list_checkpoints, load_checkpoint
 from ambient_science.training.config import EMConfig, RunConfig
 from ambient_science.training.data import prepare_data, step_seed
 from ambient_science.training.trainer import TrainResult, train
@@ -407,7 +407,7 @@ def train_em(
         images = min(total_images, (k + 1) * em.images_per_round)
         round_cfg = config.replace(family={}, train=replace(cfg, images=images, steps=1, resume="auto"))
         initialize = None
-        if k == 0 and em.init_prior:
+        if k == 0 and em.init_prior and not list_checkpoints(out / "checkpoints"):  # not when resuming
 
             def initialize(network: nn.Module) -> None:
                 started = warm_start(initial_prior(), network)
