@@ -284,9 +284,9 @@ class Prior:
             test_operator: the batched operator the measurements were taken with.
             device: where ``Ã_inf`` lives (default: the network's device).
             precision: the network's arithmetic (:data:`PRECISIONS`); the output is float32 / complex64 either way.
-                ``"auto"``: bfloat16 autocast where the device computes it natively. On this project's CPU (AVX-512
-                BF16) the card's A-DPS runs ~13 % faster with it and its estimates move by < 1 % of the image range
-                (``benchmarks/bench_sampling.py --mri``).
+                ``"auto"``: bfloat16 autocast where the device computes it natively. On a CPU with AVX-512 BF16 (no
+                AMX) the MRI card's A-DPS ran 2–10 % faster with it, its posterior mean within 0.008 of float32's
+                (``benchmarks/bench_sampling.py --mri``, variants 34 and 38).
         """
         A_inf = self.draw_inference_operators(
             batch_size,
