@@ -222,13 +222,13 @@ def variant_prior(checkpoint: Path, v: dict) -> Prior:
 
 
 def evaluate_point(
-    checkpoint: Path, label: str, test_file: Path, operator: str, args, l1_metrics: dict | None = None
+    checkpoint: Path | Prior, label: str, test_file: Path, operator: str, args, l1_metrics: dict | None = None
 ) -> dict:
     """Every method of :func:`evaluate` on the held-out slices of ``test_file``, the prior of ``checkpoint`` called
     as the variant ``operator`` says. ``l1_metrics``: the L1-wavelet baseline of these same slices from an earlier
     point (not recomputed: it does not depend on the prior)."""
     v = parse_variant(operator)
-    prior = variant_prior(checkpoint, v)
+    prior = checkpoint if isinstance(checkpoint, Prior) else variant_prior(checkpoint, v)
     t0 = time.perf_counter()
     metrics, images = evaluate(
         {label: prior}, test_file, test_slices=args.test_slices, l1_lams=() if l1_metrics else PRESET.l1_lams,
@@ -359,6 +359,10 @@ def main(argv=None) -> None:
                    help="only draw the figure of a results file (e.g. docs/learning_curves.json, the README's\n"
                         "points) into --figure; no training, no evaluation")  # fmt: skip
     p.add_argument("--figure", default="", help="the figure's path (default <out>/curves.png)")
+    p.add_argument("--shipped", action="store_true",
+                   help="also evaluate the shipped knee pair (mri-knee-synthetic-r4 / -clean: 1,152 training slices,\n"
+                        "136,000 images each) on the knee held-out slices with this protocol (their cards' sampler\n"
+                        "settings set aside): points 'shipped_ambient' and 'shipped_clean'")  # fmt: skip
     args = p.parse_args(argv)
     if args.replot:
         if not Path(args.replot).is_file():
@@ -434,6 +438,42 @@ def main(argv=None) -> None:
                     print(f"  A-DPS {m['psnr']:.2f} dB  SSIM {m['ssim']:.3f}  bg_hf {m['bg_hf_db']:.1f} dB | "
                           f"one-step {metrics['ambient_one_step']['psnr']:.2f} | L1 {metrics['l1_wavelet']['psnr']:.2f}"
                           f" | zero-filled {metrics['zero_filled']['psnr']:.2f}", flush=True)  # fmt: skip
+    if args.shipped and "knee" in args.families.split(","):
+        evaluate_shipped(out, args, ev, test_rs)
+
+
+SHIPPED = {"shipped_ambient": "mri-knee-synthetic-r4", "shipped_clean": "mri-knee-synthetic-clean"}
+
+
+def evaluate_shipped(out: Path, args, ev: str, test_rs: list[int]) -> None:
+    """The shipped knee pair on the knee held-out slices, A-DPS as every other point (their cards' sampler
+    settings set aside: 48 steps from σ 80, no per-step step). Their training volumes (seeds 100–195) are disjoint
+    from the held-out ones (10,000 on)."""
+    from ambient_science import pretrained
+
+    files = measurement_files(out, "knee", test_rs)
+    results_path = out / "results.json"
+    for name, card in SHIPPED.items():
+        prior = pretrained.load(card)
+        prior.config = {k: v for k, v in prior.config.items() if k != "sampler"}
+        images = int(prior.config.get("images_seen") or prior.config.get("train", {}).get("images") or 0)
+        for R in test_rs:
+            results = load_results(results_path)
+            if find(results, family="knee", prior=name, R=R, eval=ev):
+                continue
+            print(f"[{time.strftime('%H:%M:%S')}] evaluating {card} (shipped) at R = {R}", flush=True)
+            same = find(results, family="knee", R=R, eval=ev)
+            l1 = same["metrics"]["l1_wavelet"] if same else None
+            metrics = evaluate_point(prior, "ambient", files[f"test_r{R}"], "full", args, l1_metrics=l1)
+            point = {"family": "knee", "prior": name, "images": images, "R": R, "operator": "full", "eval": ev,
+                     "checkpoint": f"pretrained:{card}", "metrics": metrics}  # fmt: skip
+            results = load_results(results_path)
+            results["points"].append(point)
+            results_path.write_text(json.dumps(results, indent=1))
+            write_table(out, results)
+            write_plot(out, results)
+            m = metrics["ambient_dps"]
+            print(f"  A-DPS {m['psnr']:.2f} dB  SSIM {m['ssim']:.3f}  bg_hf {m['bg_hf_db']:.1f} dB", flush=True)
 
 
 if __name__ == "__main__":
