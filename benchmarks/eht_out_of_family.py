@@ -50,6 +50,7 @@ from ambient_science.pipelines.eht_calibration import (
     card_entry,
     cross_fit_coverage,
     inside,
+    pooled_cases,
     write_card,
 )
 from ambient_science.pipelines.eht_eval import dirty_image, image_metrics, ring_intervals, rml_baseline
@@ -221,11 +222,10 @@ def _command(res: dict) -> str:
 def pooled_results(paths: list[Path]) -> dict:
     """The cases of several results files of one prior and one DAPS setting (e.g. ``--first-image 1`` and ``2``),
     pooled and summarised again, with the commands that made them (``; ``-joined)."""
-    runs = [json.loads(Path(q).read_text()) for q in paths]
-    for q, r in zip(paths[1:], runs[1:], strict=True):
-        if (r["prior"], r.get("daps")) != (runs[0]["prior"], runs[0].get("daps")):
-            raise SystemExit(f"eht_out_of_family: {q} was made with another prior or DAPS setting than {paths[0]}")
-    cases = [c for r in runs for c in r["cases"]]
+    try:
+        runs, cases = pooled_cases(paths)
+    except ValueError as err:
+        raise SystemExit(f"eht_out_of_family: {err}") from None
     return {"files": [str(q) for q in paths], "command": "; ".join(_command(r) for r in runs), "cases": cases,
             "summary": summarise(cases)}  # fmt: skip
 

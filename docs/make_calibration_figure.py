@@ -3,14 +3,14 @@
     python docs/make_calibration_figure.py docs/black_hole_out_of_family.json [MORE.json ...] \
         docs/black_hole_calibration.png
 
-The cases of several results files are pooled (as ``eht_out_of_family.py --write-card`` pools them). Per case:
+The cases of several results files of one prior and DAPS setting are pooled
+(``pipelines.eht_calibration.pooled_cases``, as ``eht_out_of_family.py --write-card`` pools them). Per case:
 the truth's ring diameter and PA against the kept samples' raw 68 % / 95 % intervals (thin / thick bars) and the
 intervals widened by the card's split-conformal factors (``pipelines.eht_calibration.apply``).
 """
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -23,7 +23,7 @@ from ambient_science.pipelines import eht_calibration
 
 
 def main(results: list[Path], out: Path) -> None:
-    cases = [c for r in results for c in json.loads(r.read_text())["cases"] if c.get("calibration", {}).get("raw")]
+    cases = [c for c in eht_calibration.pooled_cases(results)[1] if c.get("calibration", {}).get("raw")]
     conformal = eht_calibration.cross_fit_coverage([c["calibration"] | {"split": c["split"]} for c in cases])
     fac = conformal.get("factors_all", conformal.get("factors", {}))
     fig, axes = plt.subplots(1, 2, figsize=(max(10, 0.4 * len(cases) + 2), 3.6))

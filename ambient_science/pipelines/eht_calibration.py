@@ -118,6 +118,19 @@ def cross_fit_coverage(cases: Sequence[Mapping[str, Any]], group: str = "split")
     }
 
 
+def pooled_cases(paths: Sequence[str | Path]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The results files of ``benchmarks/eht_out_of_family.py`` (``results.json``) and their cases pooled:
+    ``(runs, cases)``. ``ValueError`` when the files were made with different priors or DAPS settings (cases of
+    two priors are not one calibration set)."""
+    if not paths:
+        raise ValueError("pooled_cases: no results files given")
+    runs = [json.loads(Path(q).read_text()) for q in paths]
+    for q, r in zip(paths[1:], runs[1:], strict=True):
+        if (r.get("prior"), r.get("daps")) != (runs[0].get("prior"), runs[0].get("daps")):
+            raise ValueError(f"{q} was made with another prior or DAPS setting than {paths[0]}")
+    return runs, [c for r in runs for c in r["cases"]]
+
+
 def card_entry(conformal: Mapping[str, Any], *, command: str, results: str) -> dict[str, Any]:
     """The card's ``calibration`` entry from a benchmark's ``summary["conformal"]``: the factors learned on all
     its cases, how many, the raw and cross-fitted calibrated coverage (learned on the other family; and, when the
