@@ -10,6 +10,7 @@ from torch import nn
 from ambient_science.datasets.measurements import MeasurementDataset
 from ambient_science.network import build_network
 from ambient_science.operators import CartesianMRIFamily, PixelMaskFamily
+from ambient_science.pipelines.em_init import TrainedInitialPrior, prior_samples, warm_start
 from ambient_science.pipelines.training import train
 from ambient_science.sampling.prior import Prior, load_prior
 from ambient_science.training.config import (
@@ -27,8 +28,6 @@ from ambient_science.training.em import (
     fit_gaussian,
     gaussian_posterior,
     posterior_denoise,
-    prior_samples,
-    warm_start,
 )
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -197,12 +196,12 @@ def test_prior_samples_fit_the_measurements_and_count_the_passes():
     data = _dataset(n=6)
     prior = _ambient_prior()
     counter = _Counter()
-    samples = prior_samples(prior, data, data.family, EMConfig(batch_size=4), torch.Generator().manual_seed(0), counter)
+    samples = prior_samples(prior, data, data.family, 4, torch.Generator().manual_seed(0), counter)
     assert samples.shape == (6, 1, 8, 8) and samples.dtype == torch.complex64 and torch.isfinite(samples).all()
     assert counter.forwards > 0 and 0 < counter.vjps <= counter.forwards
     wrong = Prior(prior.network, PixelMaskFamily((1, 16, 16), p=0.3, delta=0.2, is_complex=True))
     with pytest.raises(ValueError, match="init_prior"):
-        prior_samples(wrong, data, data.family, EMConfig(), torch.Generator(), None)
+        prior_samples(wrong, data, data.family, 4, torch.Generator(), None)
 
 
 @pytest.mark.slow
@@ -221,16 +220,18 @@ def test_train_em_from_an_ambient_prior(tmp_path):
     ambient = train(config("ambient", "ambient", 32), data)
     with pytest.raises(FileNotFoundError, match="init_prior"):
         train(config("em", "em", 16, init_prior=str(tmp_path / "missing")), data)
-    logs = []
     em = {"images_per_round": 16, "sampling_steps": 3, "batch_size": 16, "init_prior": str(ambient.checkpoint)}
     from ambient_science.training.em import train_em
 
-    result = train_em(config("em", "em", 32, **em), data, log=logs.append)
+    with pytest.raises(ValueError, match="init_prior"):  # the training layer cannot load a prior itself
+        train_em(config("em", "em", 32, **em), data)
+    result = train(config("em", "em", 32, **em), data)  # the pipeline loads it
     assert result.images_seen == 32
     rounds = json.loads((tmp_path / "em" / "em" / "state.json").read_text())["rounds"]
     assert [r["round"] for r in rounds] == [0, 1] and rounds[0]["forwards"] > 0 and rounds[0]["vjps"] > 0
     assert rounds[1]["forwards"] == 48 * 3  # later rounds: MMPS with the EM prior
-    assert sum("starts from" in line for line in logs) == 1
-    logs.clear()
-    more = train_em(config("em", "em", 48, **em), data, log=logs.append)  # resumed: one more round, no warm start
-    assert more.images_seen == 48 and not any("starts from" in line for line in logs)
+    logs = []
+    initial = TrainedInitialPrior(ambient.checkpoint)
+    more = train_em(config("em", "em", 48, **em), data, log=logs.append, initial_prior=initial)  # one more round
+    assert more.images_seen == 48 and not any("starts from" in line for line in logs)  # resumed: no warm start
+    assert initial._prior is None  # nor loaded: nothing needed it

@@ -11,6 +11,7 @@ from torch.utils.data import Dataset
 import ambient_science.operators  # noqa: F401  (registers the built-in operator families)
 from ambient_science.datasets.measurements import MeasurementFile
 from ambient_science.family import OperatorFamily
+from ambient_science.pipelines.em_init import TrainedInitialPrior
 from ambient_science.training import em, trainer
 from ambient_science.training.config import RunConfig
 from ambient_science.training.trainer import TrainResult
@@ -34,9 +35,11 @@ def train(
 ) -> TrainResult:
     """Train a prior from ``dataset`` or from the measurement file ``config.data.path`` (see
     :func:`ambient_science.training.trainer.train`; with ``train.method = "em"``,
-    :func:`ambient_science.training.em.train_em`)."""
+    :func:`ambient_science.training.em.train_em`, its ``em.init_prior`` loaded here:
+    :mod:`ambient_science.pipelines.em_init`)."""
     if config.train.method == "em":
         if callback is not None:
             raise ValueError("train.method = 'em' takes no callback")
-        return em.train_em(config, dataset, family=family, open_data=MeasurementFile)
+        initial = TrainedInitialPrior(config.em.init_prior) if config.em.init_prior else None
+        return em.train_em(config, dataset, family=family, open_data=MeasurementFile, initial_prior=initial)
     return trainer.train(config, dataset, family=family, callback=callback, open_data=MeasurementFile)

@@ -53,7 +53,7 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor, nn
@@ -62,15 +62,14 @@ from torch.utils.data import Dataset
 from ambient_science.denoiser import network_denoise
 from ambient_science.family import OperatorFamily
 from ambient_science.registry import family_from_config
-from ambient_science.sampling.prior import Prior, load_prior
 from ambient_science.schedules import edm_sigmas
 from ambient_science.training.checkpoint import list_checkpoints, load_checkpoint
 from ambient_science.training.config import EMConfig, RunConfig
 from ambient_science.training.data import prepare_data, step_seed
 from ambient_science.training.trainer import TrainResult, train
 
-__all__ = ["GaussianPrior", "SampleSet", "clean_family", "em_compute", "fit_gaussian", "gaussian_posterior",
-           "mmps_sample", "posterior_denoise", "prior_samples", "train_em", "warm_start"]  # fmt: skip
+__all__ = ["GaussianPrior", "InitialPrior", "SampleSet", "batches", "clean_family", "em_compute", "fit_gaussian",
+           "gaussian_posterior", "mmps_sample", "posterior_denoise", "train_em"]  # fmt: skip
 
 
 # -- helpers ---------------------------------------------------------------------------------------------
@@ -105,7 +104,7 @@ def _noise(shape, dtype: torch.dtype, generator: torch.Generator) -> Tensor:
     return torch.randn(shape, generator=generator, dtype=dtype)
 
 
-def _batches(dataset: Dataset, size: int, index: list[int] | None = None):
+def batches(dataset: Dataset, size: int, index: list[int] | None = None):  # also pipelines.em_init
     """``(position in index, y, params, sigma_n)`` of ``size`` records at a time (``index``: default all)."""
     index = list(range(len(dataset))) if index is None else index
     for start in range(0, len(index), size):
@@ -168,7 +167,7 @@ def fit_gaussian(dataset: Dataset, family: OperatorFamily, em: EMConfig, *, seed
     basis = em.gaussian_basis if em.gaussian_basis != "auto" else ("fourier" if family.is_complex else "pixel")
     dtype = family.image_dtype()
     total, count = None, 0
-    for _, y, params, _ in _batches(dataset, em.batch_size):  # start: μ = 0, s = mean energy of Aᴴy / fill
+    for _, y, params, _ in batches(dataset, em.batch_size):  # start: μ = 0, s = mean energy of Aᴴy / fill
         A = family.make(params)
         x = A.H(y)
         fill = A.num_observed().float().mean() / float(x[0].numel())
@@ -180,7 +179,7 @@ def fit_gaussian(dataset: Dataset, family: OperatorFamily, em: EMConfig, *, seed
     samples = torch.zeros((len(dataset), *family.image_shape), dtype=dtype)
     for it in range(em.gaussian_iters):
         g = torch.Generator().manual_seed(step_seed(seed, 0, it, "em-gauss"))
-        for start, y, params, sigma_n in _batches(dataset, em.batch_size):
+        for start, y, params, sigma_n in batches(dataset, em.batch_size):
             A = family.make(params)
             samples[start : start + y.shape[0]] = gaussian_posterior(prior, A, y, sigma_n, g, em.gaussian_cg_iters)
         mean = samples.mean(dim=0)
@@ -246,70 +245,15 @@ def mmps_sample(net: nn.Module, clean: OperatorFamily, A, y: Tensor, sigma_n: Te
 
 
 # -- a trained prior as the initial one ----------------------------------------------------------------------
-def prior_samples(prior: Prior, dataset: Dataset, family: OperatorFamily, em: EMConfig, generator: torch.Generator,
-                  counter: _Counter | None = None) -> Tensor:  # fmt: skip
-    """The first E-step from a trained prior (``em.init_prior``): one A-DPS posterior sample per training
-    measurement (:func:`~ambient_science.sampling.reconstruction.reconstruct` with the prior's recommended
-    settings, its safe mode off: a sample, never a fallback). ``counter`` records the network's forward passes
-    and the passes that were differentiated (guidance through the network). Shape: ``(N, C, H, W)``."""
-    from ambient_science.sampling.likelihoods import GaussianLikelihood
-    from ambient_science.sampling.reconstruction import reconstruct
+class InitialPrior(Protocol):
+    """A trained prior as EM's ``q_0`` (``em.init_prior``): its posterior samples are the first E-step, its
+    weights the first M-step's start. The sampling layer implements it
+    (:class:`ambient_science.pipelines.em_init.TrainedInitialPrior`); the training layer only calls it."""
 
-    if tuple(prior.family.image_shape) != tuple(family.image_shape) or prior.family.is_complex != family.is_complex:
-        raise ValueError(
-            f"em.init_prior: the prior's images are {tuple(prior.family.image_shape)} "
-            f"({'complex' if prior.family.is_complex else 'real'}), the training data's "
-            f"{tuple(family.image_shape)} ({'complex' if family.is_complex else 'real'}): "
-            "use a prior of the same images"
-        )
+    def samples(self, dataset: Dataset, family: OperatorFamily, batch_size: int, generator: torch.Generator,
+                counter: _Counter) -> Tensor: ...  # fmt: skip
 
-    def count(module, args, output):
-        if counter is not None:
-            counter.forwards += args[0].shape[0]
-            counter.vjps += args[0].shape[0] if (torch.is_grad_enabled() and args[0].requires_grad) else 0
-
-    handle = prior.network.register_forward_hook(count)
-    try:
-        samples = torch.empty((len(dataset), *family.image_shape), dtype=family.image_dtype())
-        for start, y, params, sigma_n in _batches(dataset, em.batch_size):
-            sigma = sigma_n.reshape((-1,) + (1,) * (y.ndim - 1)).to(y.real.dtype)  # (B,) per measurement
-            likelihood = GaussianLikelihood(family.make(params), y, sigma)
-            post = reconstruct(prior, likelihood, method="dps", generator=generator, num_samples=1,
-                               safe_mode="off", progress=False)  # fmt: skip
-            samples[start : start + y.shape[0]] = post.mean.to(samples.dtype)
-    finally:
-        handle.remove()
-    return samples
-
-
-def warm_start(prior: Prior, network: nn.Module) -> bool:
-    """Copy ``prior``'s network weights into ``network`` (a clean-family network, no conditioning input):
-    the same architecture, except that the prior's input convolution may also read its conditioning channels
-    ``c(Ã)``. Called with everything observed those channels are constant (a mask of ones), so their part of the
-    convolution is folded into the layer's bias (exact away from the image border, whose zero padding the
-    fine-tuning absorbs). Returns False, leaving ``network`` as it is, when the two do not match."""
-    src, dst = prior.network.state_dict(), network.state_dict()
-    if set(src) != set(dst):
-        return False
-    A_full = prior.family.fully_observed(prior.family.sample(1, generator=torch.Generator().manual_seed(0)))
-    cond = prior.family.conditioning(A_full).flatten(2)[0].float()  # (k, H·W)
-    state = {}
-    for key, t in dst.items():
-        s = src[key]
-        if s.shape == t.shape:
-            state.setdefault(key, s.detach().clone())
-            continue
-        k = s.shape[1] - t.shape[1] if s.ndim == 4 and t.ndim == 4 else -1
-        bias = key.removesuffix("weight") + "bias"
-        folds = key.endswith("weight") and k == cond.shape[0] > 0 and s.shape[0] == t.shape[0]
-        if not (folds and s.shape[2:] == t.shape[2:] and bias in src):
-            return False
-        if (cond.amax(dim=1) - cond.amin(dim=1)).abs().max() > 1e-6:  # not constant: nothing to fold into a bias
-            return False
-        state[key] = s[:, : t.shape[1]].detach().clone()
-        state[bias] = src[bias].detach() + (s[:, t.shape[1] :].float().sum(dim=(2, 3)) @ cond[:, 0]).to(src[bias].dtype)
-    network.load_state_dict(state)
-    return True
+    def warm_start(self, network: nn.Module) -> bool: ...
 
 
 # -- the loop ----------------------------------------------------------------------------------------------
@@ -354,19 +298,19 @@ def train_em(
     family: OperatorFamily | None = None,
     open_data: Callable[[str], Dataset] | None = None,
     log: Callable[[str], None] = print,
+    initial_prior: InitialPrior | None = None,
 ) -> TrainResult:
     """EM training (module docstring) into ``config.train.out_dir``: rounds of ``config.em.images_per_round``
-    images until ``config.train.images`` (or ``steps × batch_size``) images; resumes where it stopped."""
+    images until ``config.train.images`` (or ``steps × batch_size``) images; resumes where it stopped.
+    ``initial_prior``: the prior ``config.em.init_prior`` names, loaded (:func:`ambient_science.pipelines.training.
+    train` loads it)."""
     em, cfg = config.em, config.train
-    if em.init_prior and not Path(em.init_prior).exists():
-        raise FileNotFoundError(f"em.init_prior: no prior at {em.init_prior} (a checkpoint or an exported prior)")
+    if em.init_prior and initial_prior is None:
+        raise ValueError(
+            f"em.init_prior = {em.init_prior!r} needs the prior loaded: train through "
+            "ambient_science.pipelines.training.train (or `ambient-science train`), or pass initial_prior="
+        )
     dataset, family = prepare_data(config, dataset, family, open_data=open_data)
-    loaded: list[Prior] = []
-
-    def initial_prior() -> Prior:  # loaded once, when first needed (a resumed run may not need it)
-        if not loaded:
-            loaded.append(load_prior(em.init_prior, map_location="cpu"))
-        return loaded[0]
 
     clean = clean_family(family)
     out = Path(cfg.out_dir)
@@ -384,7 +328,7 @@ def train_em(
             counter = _Counter()
             if k == 0 and em.init_prior:
                 g = torch.Generator().manual_seed(step_seed(cfg.seed, 0, 0, "em-init-prior"))
-                samples = prior_samples(initial_prior(), dataset, family, em, g, counter)
+                samples = initial_prior.samples(dataset, family, em.batch_size, g, counter)
             elif k == 0:
                 _, samples = fit_gaussian(dataset, family, em, seed=cfg.seed, log=log)
             else:
@@ -394,7 +338,7 @@ def train_em(
                 count = min(n, math.ceil(em.refresh_fraction * n))
                 index = [((k - 1) * count + j) % n for j in range(count)]  # rotating through the set
                 g = torch.Generator().manual_seed(step_seed(cfg.seed, 0, k, "em-mmps"))
-                for start, y, params, sigma_n in _batches(dataset, em.batch_size, index):
+                for start, y, params, sigma_n in batches(dataset, em.batch_size, index):
                     A = family.make(params)
                     new = mmps_sample(net, clean, A, y, sigma_n, em, g, counter)
                     samples[index[start : start + y.shape[0]]] = new
@@ -410,7 +354,7 @@ def train_em(
         if k == 0 and em.init_prior and not list_checkpoints(out / "checkpoints"):  # not when resuming
 
             def initialize(network: nn.Module) -> None:
-                started = warm_start(initial_prior(), network)
+                started = initial_prior.warm_start(network)
                 log(f"em: first M-step {'starts from' if started else 'starts afresh: no weights match'} "
                     f"{em.init_prior}")  # fmt: skip
 
