@@ -244,6 +244,18 @@ def evaluate_point(
     return metrics
 
 
+def compute_images(point: dict, init_prior: str | None) -> int:
+    """An EM point's whole cost in training images (one forward + one backward pass each): its M-steps' images,
+    its E-steps' forward and backward passes (two passes per image), and the images its initial prior
+    (``em.init_prior``, a checkpoint) was trained on."""
+    cost = point["em_compute"]
+    total = point["images"] + (cost["e_step_forwards"] + cost["e_step_vjps"]) / 2
+    if init_prior:
+        state = json.loads((Path(init_prior) / "state.json").read_text())
+        total += state["extra"]["images_seen"]
+    return round(total)
+
+
 # -- results ----------------------------------------------------------------------------------------------
 def load_results(path: Path) -> dict:
     return json.loads(path.read_text()) if path.exists() else {"points": []}
@@ -284,6 +296,7 @@ def write_plot(out: Path, results: dict, figure: Path | None = None) -> None:
     import matplotlib.pyplot as plt
 
     families = sorted({p["family"] for p in results["points"]})
+    colours = {name: f"C{i % 10}" for i, name in enumerate(sorted({p["prior"] for p in results["points"]}))}
     rs = sorted({p["R"] for p in results["points"]})
     if not families:
         return
@@ -297,10 +310,11 @@ def write_plot(out: Path, results: dict, figure: Path | None = None) -> None:
             variant_label = "variants (tags, inference operators, other evaluations)"
             for prior, op, ev in sorted({(p["prior"], p["operator"], p["eval"]) for p in pts}):
                 sel = [p for p in pts if (p["prior"], p["operator"], p["eval"]) == (prior, op, ev)]
-                sel.sort(key=lambda p: p["images"])
-                x, y = [p["images"] for p in sel], [p["metrics"]["ambient_dps"]["psnr"] for p in sel]
+                sel.sort(key=lambda p: p.get("compute_images", p["images"]))
+                x = [p.get("compute_images", p["images"]) for p in sel]  # EM: its whole cost (compute_images)
+                y = [p["metrics"]["ambient_dps"]["psnr"] for p in sel]
                 if op == _default_operator(prior) and ev == main:
-                    ax.plot(x, y, "o-", label=f"{prior} A-DPS")
+                    ax.plot(x, y, "o-", c=colours[prior], label=f"{prior} A-DPS")
                 else:  # a variant of the gap study: a grey marker, one legend entry for all of them
                     ax.plot(x, y, "x", c="0.6", ms=5, label=variant_label)
                     variant_label = None
@@ -308,7 +322,7 @@ def write_plot(out: Path, results: dict, figure: Path | None = None) -> None:
                 for base, style in (("l1_wavelet", "--"), ("zero_filled", ":")):
                     ax.axhline(pts[0]["metrics"][base]["psnr"], ls=style, c="gray", label=base)
             ax.set_xscale("log")
-            ax.set_xlabel("training images seen")
+            ax.set_xlabel("training images seen (EM: its whole cost in training images)")
             ax.set_ylabel("PSNR [dB]")
             ax.set_title(f"{fam}, test R = {R}")
             if ax.get_legend_handles_labels()[0]:
@@ -429,6 +443,7 @@ def main(argv=None) -> None:
                     }
                     if prior == "em":
                         point["em_compute"] = em_compute(run_dir)
+                        point["compute_images"] = compute_images(point, args.em.get("init_prior"))
                     results = load_results(results_path)  # another invocation may have added points meanwhile
                     results["points"].append(point)
                     results_path.write_text(json.dumps(results, indent=1))
@@ -456,7 +471,7 @@ def evaluate_shipped(out: Path, args, ev: str, test_rs: list[int]) -> None:
     for name, card in SHIPPED.items():
         prior = pretrained.load(card)
         prior.config = {k: v for k, v in prior.config.items() if k != "sampler"}
-        images = int(prior.config.get("images_seen") or prior.config.get("train", {}).get("images") or 0)
+        images = int(prior.config["step"]) * int(prior.config["train"]["batch_size"])  # the steps the card records
         for R in test_rs:
             results = load_results(results_path)
             if find(results, family="knee", prior=name, R=R, eval=ev):

@@ -70,3 +70,10 @@ def test_replot_draws_a_results_file_and_refuses_a_missing_one(tmp_path):
     assert figure.stat().st_size > 0 and not (tmp_path / "docs" / "results.json").exists()
     with pytest.raises(SystemExit):
         lc.main(["--replot", str(tmp_path / "missing.json"), "--figure", str(figure)])
+
+
+def test_an_em_points_cost_counts_its_e_steps_and_its_initial_prior(tmp_path):
+    point = {"images": 30000, "em_compute": {"e_step_forwards": 46080, "e_step_vjps": 64512}}
+    assert lc.compute_images(point, None) == 30000 + 55296
+    (tmp_path / "state.json").write_text(lc.json.dumps({"extra": {"images_seen": 100000}}))
+    assert lc.compute_images(point, str(tmp_path)) == 100000 + 30000 + 55296
