@@ -40,6 +40,7 @@ from torch import Tensor, nn
 from ambient_science.channels import from_network, to_network
 from ambient_science.family import OperatorFamily
 from ambient_science.linop import SubsampledOperator
+from ambient_science.precision import PRECISIONS, autocast_dtype
 from ambient_science.training.checkpoint import load_checkpoint
 
 __all__ = ["INFERENCE_OPERATORS", "PRECISIONS", "AmbientDenoiser", "Denoiser", "InferenceOperator", "Prior",
@@ -47,32 +48,6 @@ __all__ = ["INFERENCE_OPERATORS", "PRECISIONS", "AmbientDenoiser", "Denoiser", "
 
 InferenceOperator = Literal["law", "test", "full", "measurement"]
 INFERENCE_OPERATORS: tuple[str, ...] = ("law", "test", "full", "measurement")
-#: the network's arithmetic in a denoiser: float32, bfloat16 autocast, or bfloat16 where the device computes it
-#: natively (a CUDA GPU that supports it; a CPU with AVX-512 BF16 or AMX, through oneDNN) and float32 elsewhere
-PRECISIONS: tuple[str, ...] = ("float32", "bfloat16", "auto")
-
-
-def autocast_dtype(precision: str, device: torch.device | str) -> torch.dtype | None:
-    """The autocast dtype of ``precision`` (:data:`PRECISIONS`) on ``device``; ``None``: plain float32."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    device = torch.device(device)
-    if precision == "float32" or device.type not in ("cpu", "cuda"):
-        return None
-    if precision == "bfloat16":
-        return torch.bfloat16
-    return torch.bfloat16 if _native_bf16(device) else None
-
-
-def _native_bf16(device: torch.device) -> bool:
-    if device.type == "cuda":
-        return torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)
-    try:  # oneDNN's check for AVX-512 BF16 / AMX (emulated bfloat16 convolutions are several times slower)
-        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
-
-
 class Denoiser(Protocol):
     """``D(x_σ, σ) ≈ E[x | x_σ]``: what samplers call. ``x (B, C, H, W)``, ``sigma (B,)`` -> ``(B, C, H, W)``."""
 
