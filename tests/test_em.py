@@ -199,6 +199,8 @@ def test_prior_samples_fit_the_measurements_and_count_the_passes():
     samples = prior_samples(prior, data, data.family, 4, torch.Generator().manual_seed(0), counter)
     assert samples.shape == (6, 1, 8, 8) and samples.dtype == torch.complex64 and torch.isfinite(samples).all()
     assert counter.forwards > 0 and 0 < counter.vjps <= counter.forwards
+    noiseless = MeasurementDataset(data.y, data.params, data.family, sigma_n=0.0)  # sampled at SIGMA_MIN, no error
+    assert torch.isfinite(prior_samples(prior, noiseless, data.family, 4, torch.Generator(), None)).all()
     wrong = Prior(prior.network, PixelMaskFamily((1, 16, 16), p=0.3, delta=0.2, is_complex=True))
     with pytest.raises(ValueError, match="init_prior"):
         prior_samples(wrong, data, data.family, 4, torch.Generator(), None)

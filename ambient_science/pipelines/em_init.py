@@ -15,6 +15,7 @@ from ambient_science.family import OperatorFamily
 from ambient_science.sampling.likelihoods import GaussianLikelihood
 from ambient_science.sampling.prior import Prior, load_prior
 from ambient_science.sampling.reconstruction import reconstruct
+from ambient_science.schedules import SIGMA_MIN
 from ambient_science.training.em import batches
 
 __all__ = ["TrainedInitialPrior", "prior_samples", "warm_start"]
@@ -48,7 +49,8 @@ def prior_samples(prior: Prior, dataset: Dataset, family: OperatorFamily, batch_
                   counter=None) -> Tensor:  # fmt: skip
     """The first E-step from a trained prior (``em.init_prior``): one A-DPS posterior sample per training
     measurement (:func:`~ambient_science.sampling.reconstruction.reconstruct` with the prior's recommended
-    settings, its safe mode off: a sample, never a fallback), ``batch_size`` measurements at a time. ``counter``
+    settings, its safe mode off: a sample, never a fallback; noiseless records at σ = ``SIGMA_MIN``), ``batch_size``
+    measurements at a time. ``counter``
     (``.forwards``, ``.vjps``) counts the images through the network's forward pass and through a differentiated
     one (guidance through the network). Shape: ``(N, C, H, W)``."""
     if tuple(prior.family.image_shape) != tuple(family.image_shape) or prior.family.is_complex != family.is_complex:
@@ -68,7 +70,8 @@ def prior_samples(prior: Prior, dataset: Dataset, family: OperatorFamily, batch_
     try:
         samples = torch.empty((len(dataset), *family.image_shape), dtype=family.image_dtype())
         for start, y, params, sigma_n in batches(dataset, batch_size):
-            sigma = sigma_n.reshape((-1,) + (1,) * (y.ndim - 1)).to(y.real.dtype)  # (B,) per measurement
+            # (B,) per measurement; noiseless records (σ_n = 0) are sampled at EDM's lowest noise level
+            sigma = sigma_n.clamp_min(SIGMA_MIN).reshape((-1,) + (1,) * (y.ndim - 1)).to(y.real.dtype)
             likelihood = GaussianLikelihood(family.make(params), y, sigma)
             post = reconstruct(prior, likelihood, method="dps", generator=generator, num_samples=1,
                                safe_mode="off", progress=False)  # fmt: skip

@@ -247,7 +247,7 @@ def mmps_sample(net: nn.Module, clean: OperatorFamily, A, y: Tensor, sigma_n: Te
 # -- a trained prior as the initial one ----------------------------------------------------------------------
 class InitialPrior(Protocol):
     """A trained prior as EM's ``q_0`` (``em.init_prior``): its posterior samples are the first E-step, its
-    weights the first M-step's start. The sampling layer implements it
+    weights the first M-step's start. The pipelines layer implements it with the sampling layer
     (:class:`ambient_science.pipelines.em_init.TrainedInitialPrior`); the training layer only calls it."""
 
     def samples(self, dataset: Dataset, family: OperatorFamily, batch_size: int, generator: torch.Generator,
