@@ -247,12 +247,19 @@ def evaluate_point(
 def compute_images(point: dict, init_prior: str | None) -> int:
     """An EM point's whole cost in training images (one forward + one backward pass each): its M-steps' images,
     its E-steps' forward and backward passes (two passes per image), and the images its initial prior
-    (``em.init_prior``, a checkpoint) was trained on."""
+    (``em.init_prior``: a checkpoint's ``state.json``, or an exported prior's ``prior.json`` steps × batch) was
+    trained on; an initial prior that records neither is counted as 0, with a message."""
     cost = point["em_compute"]
     total = point["images"] + (cost["e_step_forwards"] + cost["e_step_vjps"]) / 2
     if init_prior:
-        state = json.loads((Path(init_prior) / "state.json").read_text())
-        total += state["extra"]["images_seen"]
+        state, card = Path(init_prior) / "state.json", Path(init_prior) / "prior.json"
+        if state.is_file():
+            total += json.loads(state.read_text())["extra"]["images_seen"]
+        elif card.is_file():
+            info = json.loads(card.read_text())
+            total += int(info.get("step", 0)) * int(info.get("train", {}).get("batch_size", 0))
+        else:
+            print(f"compute_images: {init_prior} records no training images; its cost is not counted", flush=True)
     return round(total)
 
 

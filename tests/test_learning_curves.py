@@ -77,3 +77,8 @@ def test_an_em_points_cost_counts_its_e_steps_and_its_initial_prior(tmp_path):
     assert lc.compute_images(point, None) == 30000 + 55296
     (tmp_path / "state.json").write_text(lc.json.dumps({"extra": {"images_seen": 100000}}))
     assert lc.compute_images(point, str(tmp_path)) == 100000 + 30000 + 55296
+    exported = tmp_path / "exported"
+    exported.mkdir()
+    (exported / "prior.json").write_text(lc.json.dumps({"step": 8500, "train": {"batch_size": 16}}))
+    assert lc.compute_images(point, str(exported)) == 136000 + 30000 + 55296
+    assert lc.compute_images(point, str(tmp_path / "nothing")) == 30000 + 55296
