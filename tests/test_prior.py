@@ -239,3 +239,19 @@ def test_precision_runs_the_network_under_bfloat16_autocast_and_returns_float32(
     xg = x.clone().requires_grad_(True)  # guidance differentiates through it
     (g,) = torch.autograd.grad(prior.denoiser(2, generator=_g(3), precision="bfloat16")(xg, 0.5).abs().sum(), xg)
     assert torch.isfinite(g).all() and g.abs().sum() > 0
+
+
+def test_a_float32_denoiser_enters_no_autocast(monkeypatch):
+    """torch.autocast refuses some device types even when disabled: float32 must not touch it."""
+    family = PixelMaskFamily((1, 4, 4), p=0.5)
+
+    class Identity(nn.Module):
+        def forward(self, x, sigma, cond, project=None):
+            return x
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("autocast entered")
+
+    D = Prior(Identity(), family).denoiser(1, generator=_g(0))
+    monkeypatch.setattr(torch, "autocast", refuse)
+    assert D(torch.ones(1, 1, 4, 4), 0.5).shape == (1, 1, 4, 4)

@@ -31,6 +31,7 @@ schedule goes below it and :func:`~ambient_science.sampling.reconstruction.recon
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Literal, Protocol
 
@@ -132,7 +133,9 @@ class AmbientDenoiser:
         xs = x.repeat(K, *([1] * (x.ndim - 1))) if K > 1 else x
         A = self.A_inf
         sigma_k = s.repeat(K)
-        with torch.autocast(x.device.type, dtype=self._autocast or torch.bfloat16, enabled=self._autocast is not None):
+        # autocast only when asked: torch.autocast refuses some device types even when disabled
+        arithmetic = nullcontext() if self._autocast is None else torch.autocast(x.device.type, dtype=self._autocast)
+        with arithmetic:
             out = self.network(to_network(A.H(A(xs))), sigma_k, self._cond.to(sigma_k.device), project=self._project)
         out = from_network(out, self.family.is_complex)
         return out.reshape(K, *x.shape).mean(dim=0) if K > 1 else out
