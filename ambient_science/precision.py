@@ -8,17 +8,23 @@ import functools
 
 import torch
 
-__all__ = ["PRECISIONS", "autocast_dtype"]
+__all__ = ["PRECISIONS", "autocast_dtype", "check_precision"]
 
 #: the network's arithmetic in a denoiser: float32, bfloat16 autocast, or bfloat16 where the device computes it
 #: natively (a CUDA GPU that supports it; a CPU with AVX-512 BF16 or AMX, through oneDNN) and float32 elsewhere
 PRECISIONS: tuple[str, ...] = ("float32", "bfloat16", "auto")
 
 
-def autocast_dtype(precision: str, device: torch.device | str) -> torch.dtype | None:
-    """The autocast dtype of ``precision`` (:data:`PRECISIONS`) on ``device``; ``None``: plain float32."""
+def check_precision(precision: str) -> str:
+    """``precision`` if it is one of :data:`PRECISIONS`, else ``ValueError`` naming them."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    return precision
+
+
+def autocast_dtype(precision: str, device: torch.device | str) -> torch.dtype | None:
+    """The autocast dtype of ``precision`` (:data:`PRECISIONS`) on ``device``; ``None``: plain float32."""
+    check_precision(precision)
     device = torch.device(device)
     if precision == "float32" or device.type not in ("cpu", "cuda"):
         return None

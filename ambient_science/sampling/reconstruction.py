@@ -52,12 +52,13 @@ from typing import Any, Literal
 import torch
 
 from ambient_science.linop import SubsampledOperator
+from ambient_science.precision import check_precision
 from ambient_science.sampling.daps import sample_daps
 from ambient_science.sampling.dps import sample_adps
 from ambient_science.sampling.fit import FitReport, apply_safe_mode, check_fit
 from ambient_science.sampling.likelihoods import GaussianLikelihood, Likelihood
 from ambient_science.sampling.posterior import PosteriorSummary, sample_posterior, summarize
-from ambient_science.sampling.prior import PRECISIONS, Prior
+from ambient_science.sampling.prior import Prior
 from ambient_science.sampling.samplers import initial_noise, one_step
 from ambient_science.schedules import SIGMA_MIN, edm_sigmas
 
@@ -161,7 +162,7 @@ def reconstruct(
             noise) but come from another random stream, so a given seed gives other samples. Applies to a linear
             Gaussian likelihood of a :class:`~ambient_science.linop.SubsampledOperator` that the prior's family
             rebuilds (``family.make``); otherwise one sample per run.
-        precision: the network's arithmetic in the samplers (:data:`~ambient_science.sampling.prior.PRECISIONS`:
+        precision: the network's arithmetic in the samplers (:data:`~ambient_science.precision.PRECISIONS`:
             ``"float32"``, ``"bfloat16"`` autocast, ``"auto"``: bfloat16 where the device computes it natively);
             default: the recommended one, else float32. The fit test and the one-step estimate stay float32.
 
@@ -182,9 +183,7 @@ def reconstruct(
         inference_operator = recommended.get("inference_operator", "law")
     num_draws = recommended.get("num_draws", 1) if num_draws is None else num_draws
     dc = recommended.get("data_consistency", "none") if data_consistency is None else data_consistency
-    precision = recommended.get("precision", "float32") if precision is None else precision
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    precision = check_precision(recommended.get("precision", "float32") if precision is None else precision)
     data_consistency = None if dc == "none" else dc
     fit = _fit_report(prior, likelihood, generator, safe_mode)
     device = prior.device
