@@ -272,6 +272,18 @@ def find(results: dict, **key) -> dict | None:
     return next((p for p in results["points"] if all(p.get(k) == v for k, v in key.items())), None)
 
 
+def add_point(out: Path, point: dict) -> dict:
+    """Append ``point`` to ``out/results.json`` (re-read first: another invocation may have added points
+    meanwhile) and rewrite the table and the figure; returns the results."""
+    path = out / "results.json"
+    results = load_results(path)
+    results["points"].append(point)
+    path.write_text(json.dumps(results, indent=1))
+    write_table(out, results)
+    write_plot(out, results)
+    return results
+
+
 def write_table(out: Path, results: dict) -> None:
     rows = ["| family | prior | images seen | train s | eval | R | PSNR one-step | PSNR A-DPS | SSIM A-DPS "
             "| bg_hf A-DPS dB | zero-filled | L1-wavelet |", "|---" * 12 + "|"]  # fmt: skip
@@ -451,11 +463,7 @@ def main(argv=None) -> None:
                     if prior == "em":
                         point["em_compute"] = em_compute(run_dir)
                         point["compute_images"] = compute_images(point, args.em.get("init_prior"))
-                    results = load_results(results_path)  # another invocation may have added points meanwhile
-                    results["points"].append(point)
-                    results_path.write_text(json.dumps(results, indent=1))
-                    write_table(out, results)
-                    write_plot(out, results)
+                    results = add_point(out, point)
                     m = metrics["ambient_dps"]
                     print(f"  A-DPS {m['psnr']:.2f} dB  SSIM {m['ssim']:.3f}  bg_hf {m['bg_hf_db']:.1f} dB | "
                           f"one-step {metrics['ambient_one_step']['psnr']:.2f} | L1 {metrics['l1_wavelet']['psnr']:.2f}"
@@ -489,11 +497,7 @@ def evaluate_shipped(out: Path, args, ev: str, test_rs: list[int]) -> None:
             metrics = evaluate_point(prior, "ambient", files[f"test_r{R}"], "full", args, l1_metrics=l1)
             point = {"family": "knee", "prior": name, "images": images, "R": R, "operator": "full", "eval": ev,
                      "checkpoint": f"pretrained:{card}", "metrics": metrics}  # fmt: skip
-            results = load_results(results_path)
-            results["points"].append(point)
-            results_path.write_text(json.dumps(results, indent=1))
-            write_table(out, results)
-            write_plot(out, results)
+            add_point(out, point)
             m = metrics["ambient_dps"]
             print(f"  A-DPS {m['psnr']:.2f} dB  SSIM {m['ssim']:.3f}  bg_hf {m['bg_hf_db']:.1f} dB", flush=True)
 

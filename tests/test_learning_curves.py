@@ -82,3 +82,17 @@ def test_an_em_points_cost_counts_its_e_steps_and_its_initial_prior(tmp_path):
     (exported / "prior.json").write_text(lc.json.dumps({"step": 8500, "train": {"batch_size": 16}}))
     assert lc.compute_images(point, str(exported)) == 136000 + 30000 + 55296
     assert lc.compute_images(point, str(tmp_path / "nothing")) == 30000 + 55296
+
+
+def test_add_point_rereads_the_results_file(tmp_path):
+    m = {k: {"psnr": 20.0, "ssim": 0.5, "bg_hf_db": -30.0}
+         for k in ("zero_filled", "l1_wavelet", "ambient_one_step", "ambient_dps")}  # fmt: skip
+    point = {"family": "knee", "prior": "ambient", "images": 4000, "R": 4, "operator": "full", "eval": "4sl/4x48",
+             "metrics": m}  # fmt: skip
+    lc.add_point(tmp_path, point)
+    other = lc.load_results(tmp_path / "results.json")  # another invocation adds a point meanwhile
+    other["points"].append({**point, "images": 10000})
+    (tmp_path / "results.json").write_text(lc.json.dumps(other))
+    results = lc.add_point(tmp_path, {**point, "R": 8})
+    assert [(p["images"], p["R"]) for p in results["points"]] == [(4000, 4), (10000, 4), (4000, 8)]
+    assert (tmp_path / "table.md").exists() and (tmp_path / "curves.png").exists()
