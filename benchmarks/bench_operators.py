@@ -79,7 +79,7 @@ def bench_sense(
         "`CartesianMRI` (torch, batched) against `sigpy.mri.linop.Sense(maps, weights=mask)` applied image by "
         "image (one linop per sample, the way sigpy is used); complex64 on both sides, same birdcage maps. "
         "`normal` is our fused `A.N(x)` against sigpy's `S.H(S(x))`. Our adjoint transforms along H only the "
-        "sampled columns (a column mask with at most 28 % of W; the forward prunes below 15 %, see operators/mri.py).",
+        "sampled columns (a column mask with at most 33 % of W; the forward with at most 28 %, see operators/mri.py).",
         [("case", "case"), *RATIO_COLUMNS, ("agree", "max rel. diff")],
     )
     if not importable("sigpy"):

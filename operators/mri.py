@@ -50,10 +50,11 @@ __all__ = ["CartesianMRI", "CartesianMRIFamily", "fft2c", "ifft2c"]
 
 #: largest fraction K / W of sampled columns for which the adjoint (forward) prunes its FFT along H to the K columns.
 #: Measured break-even, 8 coils 320², one CPU thread with MKL (whose 2-D FFT does its second pass for little more
-#: than the gather, zeroing and scatter pruning needs), pruned over dense CPU time: adjoint K = 40: 1.15×, 80: 1.01–
-#: 1.04×, 128: 0.86×; forward K = 20: 1.14×, 40: 1.06×, 80: 0.93×.
-PRUNE_ADJOINT = 0.28
-PRUNE_FORWARD = 0.15
+#: than the gather, zeroing and scatter pruning needs), chunks of 4 MiB, dense over pruned CPU time at batch 1 / 8:
+#: adjoint K = 64: 1.17 / 1.18×, 80: 1.12 / 1.11×, 96: 1.04 / 1.06×, 112: 1.02 / 1.00×; forward K = 64: 1.15 / 1.11×,
+#: 80: 1.06 / 1.05×, 96: 1.02 / 0.99×, 112: 1.01 / 0.92×, the two operators timed alternately (benchmarks/_timing.compare).
+PRUNE_ADJOINT = 0.33
+PRUNE_FORWARD = 0.28
 
 
 def _sign_pairs(f: Tensor) -> Tensor:
