@@ -35,6 +35,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "a training run -> a shipped prior (EMA weights, config and model card)",
     ),
     "audit": ("ambient_science.cli.audit", "memorisation audit: generated samples vs their nearest training images"),
+    "calibrate-fit": (
+        "ambient_science.cli.calibrate",
+        "set an exported prior's fit-test threshold (and MRI fallback) from validation measurements",
+    ),
 }
 
 DEBUG_ENV = "AMBIENT_SCIENCE_DEBUG"

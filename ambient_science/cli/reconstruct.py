@@ -121,25 +121,12 @@ def parse_indices(spec: str, n: int) -> list[int]:
     return idx
 
 
-def _noise_sigma(batch: dict[str, Any], override: float | None) -> torch.Tensor | float:
-    if override is not None:
-        return float(override)
-    if "sigma" in batch["params"]:
-        return batch["params"]["sigma"]
-    sigma_n = batch["sigma_n"]
-    if bool((sigma_n <= 0).any()):
-        raise ValueError(
-            "the measurement file records no noise level (sigma_n = 0) for some records; pass --sigma "
-            "(the noise std in the file's units, e.g. 0.01)"
-        )
-    return sigma_n.reshape(-1, *([1] * (batch["y"].ndim - 1)))
-
-
 def run(args: argparse.Namespace) -> int:
     import h5py
     from torch.utils.data import DataLoader, Subset
 
     from ambient_science.datasets.measurements import MeasurementFile
+    from ambient_science.pipelines.fit_calibration import noise_sigma
     from ambient_science.sampling.likelihoods import GaussianLikelihood
     from ambient_science.sampling.prior import load_prior
     from ambient_science.sampling.reconstruction import reconstruct
@@ -168,7 +155,7 @@ def run(args: argparse.Namespace) -> int:
     for batch in loader:
         A = data.family.make({k: v.to(device) for k, v in batch["params"].items()})
         y = batch["y"].to(device)
-        sigma = _noise_sigma(batch, args.sigma)
+        sigma = noise_sigma(batch, args.sigma)
         sigma = sigma.to(device) if isinstance(sigma, torch.Tensor) else sigma
         lik = GaussianLikelihood(A, y, sigma)
         post = reconstruct(
