@@ -101,7 +101,8 @@ def run_config(prior: str, data: Path, run_dir: Path, images: int, args) -> RunC
         data=DataConfig(path=str(data)),
         family={"drop_fraction": 0.0} if prior == "clean" else {"drop_fraction": args.drop_fraction},
         network=dict(NETWORK),
-        loss=LossConfig(kind="auto", **args.loss),
+        # the curves' "ambient" prior is the plain loss (hidden_weight 1) unless --loss says otherwise (e.g. _hw20)
+        loss=LossConfig(kind="auto", **{"hidden_weight": 1.0, **args.loss}),
         train=TrainConfig(
             out_dir=str(run_dir), images=images, batch_size=BATCH, lr=LR, warmup_images=WARMUP,
             ema_halflife_images=EMA_HALFLIFE, checkpoint_every=max(2_000 // BATCH, 1), keep_checkpoints=2,

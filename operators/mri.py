@@ -52,7 +52,7 @@ __all__ = ["CartesianMRI", "CartesianMRIFamily", "fft2c", "ifft2c"]
 #: Measured break-even, 8 coils 320², one CPU thread with MKL (whose 2-D FFT does its second pass for little more
 #: than the gather, zeroing and scatter pruning needs), chunks of 4 MiB, dense over pruned CPU time at batch 1 / 8:
 #: adjoint K = 64: 1.17 / 1.18×, 80: 1.12 / 1.11×, 96: 1.04 / 1.06×, 112: 1.02 / 1.00×; forward K = 64: 1.15 / 1.11×,
-#: 80: 1.06 / 1.05×, 96: 1.02 / 0.99×, 112: 1.01 / 0.92×, the two operators timed alternately (benchmarks/_timing.compare).
+#: 80: 1.06 / 1.05×, 96: 1.02 / 0.99×, 112: 1.01 / 0.92× (the two operators timed alternately, benchmarks/_timing).
 PRUNE_ADJOINT = 0.33
 PRUNE_FORWARD = 0.28
 

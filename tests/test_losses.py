@@ -331,3 +331,55 @@ def test_compiled_network_runs_on_a_complex_family_with_autograd():
     torch.testing.assert_close(compiled, eager, rtol=1e-4, atol=1e-5)
     compiled.abs().square().sum().backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in net.parameters())
+
+
+# -- loss.hidden_weight = "auto" (issue #19) -------------------------------------------------------------------------
+def test_auto_hidden_weight_is_one_over_the_chance_that_a_dropped_column_was_observed():
+    from ambient_science.operators.mri import CartesianMRIFamily
+    from ambient_science.training.losses import AUTO_HIDDEN_WEIGHT_MAX, auto_hidden_weight
+
+    family = CartesianMRIFamily((1, 64, 64), acceleration=4, center_fraction=0.08, drop_fraction=0.2)
+    g = torch.Generator().manual_seed(3)
+    A = family.sample(256, generator=g)
+    # the closed form of docs/design.md §5 from the operators' own sampling rate p of the non-centre columns
+    acs = torch.zeros(64, dtype=torch.bool)
+    acs[32 - 3 : 32 + 3] = True  # 8 % of 64 -> the 5-6 centre columns, never dropped
+    p = float(A.mask[:, ~acs].mean())
+    closed = (1 - p * (1 - 0.2)) / (p * 0.2)
+    h = auto_hidden_weight(family, A)
+    assert abs(h - closed) / closed < 0.08 and 15 < h < 30
+    assert auto_hidden_weight(family) == auto_hidden_weight(family)  # fixed seed: a resume gets the same number
+    sparse = CartesianMRIFamily((1, 64, 64), acceleration=8, center_fraction=0.08, drop_fraction=0.2)
+    assert auto_hidden_weight(sparse) == AUTO_HIDDEN_WEIGHT_MAX
+    assert auto_hidden_weight(CartesianMRIFamily((1, 64, 64), acceleration=1, drop_fraction=0.2)) == 1.0
+    assert auto_hidden_weight(CartesianMRIFamily((1, 64, 64), acceleration=4, drop_fraction=0.0)) == 1.0
+    assert auto_hidden_weight(PixelMaskFamily((1, 8, 8), p=0.5, delta=0.2)) == 1.0  # not measured there: plain
+    loss = build_loss(LossConfig(), family, 0.5, operators=A)
+    assert loss.hidden_weight == h and build_loss(LossConfig(hidden_weight=3.0), family, 0.5).hidden_weight == 3.0
+    for bad in ("yes", 0.0, -1.0, float("nan"), True):
+        with pytest.raises(ValueError, match="positive number or 'auto'"):
+            LossConfig(hidden_weight=bad)
+
+
+def test_training_records_the_resolved_hidden_weight(tmp_path, capsys):
+    from ambient_science.datasets.measurements import save_measurements
+    from ambient_science.operators.mri import CartesianMRIFamily
+    from ambient_science.pipelines.training import train
+    from ambient_science.training.checkpoint import load_checkpoint
+    from ambient_science.training.config import DataConfig, RunConfig, TrainConfig
+    from ambient_science.training.losses import auto_hidden_weight
+
+    family = CartesianMRIFamily((1, 16, 16), acceleration=4, center_fraction=0.125, drop_fraction=0.2)
+    g = torch.Generator().manual_seed(0)
+    A = family.sample(8, generator=g)
+    x = torch.complex(torch.randn(8, 1, 16, 16, generator=g), torch.randn(8, 1, 16, 16, generator=g))
+    data = save_measurements(tmp_path / "d.h5", A(0.3 * x), A.params(), family, sigma_n=0.0)
+    config = RunConfig(
+        data=DataConfig(path=str(data)), family={"drop_fraction": 0.2}, network={"kind": "mlp", "hidden": 8, "depth": 1},
+        loss=LossConfig(), train=TrainConfig(out_dir=str(tmp_path / "run"), steps=1, batch_size=4, progress=False,
+                                             device="cpu", warmup_images=0),
+    )  # fmt: skip
+    result = train(config)
+    recorded = load_checkpoint(result.checkpoint).config["loss"]["hidden_weight"]
+    assert recorded == auto_hidden_weight(family, A) and recorded > 1
+    assert "loss.hidden_weight = 'auto'" in capsys.readouterr().err

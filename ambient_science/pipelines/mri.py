@@ -102,8 +102,9 @@ class Preset:
     l1_lams: tuple[float, ...] = (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2)
     tv_lams: tuple[float, ...] = (1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
     gpu_training: bool = False  # bf16 autocast, channels-last and torch.compile as the gpu preset sets them
-    # loss.hidden_weight of the ambient prior trained in the run (docs/design.md §5; 1: the plain ambient loss)
-    hidden_weight: float = 1.0
+    # loss.hidden_weight of the ambient prior trained in the run (docs/design.md §5; 1: the plain ambient loss;
+    # "auto": 1 / P(A observed an entry Ã hid), estimated from the training records)
+    hidden_weight: float | str = "auto"
 
 
 PRESETS = {

@@ -112,7 +112,7 @@ _TRAIN_RANGES: dict[str, tuple[float | None, float | None, bool]] = {
     **dict.fromkeys(("lr", "ema_halflife_images", "adam_eps"), _GT0),
     "adam_betas": (0, 1, True),
 }
-_LOSS_RANGES = {"p_std": _GT0, "tilde_draws": _GE1, "hidden_weight": _GT0}
+_LOSS_RANGES = {"p_std": _GT0, "tilde_draws": _GE1}  # hidden_weight (a number > 0 or "auto"): LossConfig checks it
 _NETWORK_GE1 = ("img_channels", "model_channels", "num_blocks", "head_channels", "embed_features", "height", "width",
                 "hidden", "depth", "channel_mult")  # fmt: skip
 _NETWORK_RANGES = {

@@ -32,10 +32,13 @@ from ambient_science.linop import SubsampledOperator
 from ambient_science.noise import append_dims
 
 __all__ = [
+    "AUTO_HIDDEN_WEIGHT_FAMILIES",
+    "AUTO_HIDDEN_WEIGHT_MAX",
     "AmbientLoss",
     "EDMLoss",
     "LossConfig",
     "NoisyAmbientLoss",
+    "auto_hidden_weight",
     "build_loss",
     "edm_weight",
     "image_noise",
@@ -54,15 +57,17 @@ class LossConfig:
     ``hidden_weight``: a factor on the weight of the residual where ``Ã`` hid what ``A`` observed (the inpainting
     part of the loss). An entry hidden by ``Ã`` is supervised only in the few draws where ``A`` observed it (at R = 4
     with 20 % further corruption, about 1 in 20), so in expectation the inpainting part weighs ~20 times less than
-    in a clean loss; a factor of ~20 restores that balance (same minimiser, a noisier gradient). 1, the default, is
-    the plain loss.
+    in a clean loss; a factor of ~20 restores that balance (same minimiser, a noisier gradient). ``"auto"``, the
+    default, is that factor, ``1 / P(A observed j | Ã hid j)``, estimated from the training operators for a
+    Cartesian MRI family (:func:`auto_hidden_weight`; the learning curves measured it there), and 1 (the plain
+    loss) for the other families, where it was not measured; a number sets it (1: the plain loss).
     """
 
     kind: str = "auto"
     p_mean: float = -1.2
     p_std: float = 1.2
     tilde_draws: int = 1
-    hidden_weight: float = 1.0
+    hidden_weight: float | str = "auto"
 
     def __post_init__(self):
         if self.kind not in ("auto", "ambient", "noisy_ambient"):
@@ -72,8 +77,9 @@ class LossConfig:
         if not isinstance(self.tilde_draws, int) or isinstance(self.tilde_draws, bool) or self.tilde_draws < 1:
             raise ValueError(f"loss.tilde_draws must be an integer >= 1, got {self.tilde_draws!r}")
         hidden = self.hidden_weight
-        if isinstance(hidden, bool) or not (isinstance(hidden, (int, float)) and 0 < hidden < float("inf")):
-            raise ValueError(f"loss.hidden_weight must be a positive number, got {self.hidden_weight!r}")
+        number = isinstance(hidden, (int, float)) and not isinstance(hidden, bool) and 0 < hidden < float("inf")
+        if not number and hidden != "auto":
+            raise ValueError(f"loss.hidden_weight must be a positive number or 'auto', got {self.hidden_weight!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return dict(vars(self))
@@ -327,16 +333,57 @@ class EDMLoss:
         return edm_weight(sigma, self.sigma_data) * _sq_norm(D - x) / n
 
 
-def build_loss(config: LossConfig, family: OperatorFamily, sigma_data: float) -> AmbientLoss:
-    """The loss named by ``config.kind`` (``"auto"``, ``"noisy_ambient"`` -> :class:`NoisyAmbientLoss`)."""
+#: families whose ``hidden_weight = "auto"`` is estimated (elsewhere it is 1, the plain loss: not measured there)
+AUTO_HIDDEN_WEIGHT_FAMILIES = ("cartesian_mri",)
+#: the largest ``"auto"`` factor: the largest measured (R = 4, 20 % dropped: 20 and 40 learned alike; issue #19);
+#: sparser data ask for more (R = 8: ~93), where each hidden entry's rare supervision would weigh that much
+AUTO_HIDDEN_WEIGHT_MAX = 40.0
+
+
+def auto_hidden_weight(
+    family: OperatorFamily, operators: SubsampledOperator | None = None, *, draws: int = 8, records: int = 64
+) -> float:
+    """``loss.hidden_weight = "auto"``: ``1 / P(A observed j | Ã hid j)`` (docs/design.md §5), the factor that gives
+    the inpainting part of the ambient loss its weight in a clean loss, for a Cartesian MRI family; 1 otherwise.
+
+    ``P`` is estimated as (entries ``A`` observed and ``Ã`` hid) / (entries ``Ã`` hid), pooled over ``operators``
+    (the training records' operators; default ``records`` draws of the family's own law) and ``draws`` further
+    corruptions of each, from a fixed seed, so that a run and its resume get the same number. 1 where nothing ``A``
+    observed is ever hidden (``drop_fraction = 0``). At most :data:`AUTO_HIDDEN_WEIGHT_MAX`; rounded to 2 decimals.
+
+        >>> from ambient_science.operators.mri import CartesianMRIFamily
+        >>> auto_hidden_weight(CartesianMRIFamily((1, 64, 64), acceleration=4, center_fraction=0.08))
+        22.77
+    """
+    if family.name not in AUTO_HIDDEN_WEIGHT_FAMILIES:
+        return 1.0
+    generator = torch.Generator().manual_seed(0)
+    A = family.sample(records, generator=generator) if operators is None else operators
+    observed = torch.broadcast_to(A.observed, A.oshape).float().cpu()
+    dropped = hidden = 0.0
+    for _ in range(draws):
+        A_tilde = family.further_corrupt(A, generator=torch.Generator(A.observed.device).manual_seed(
+            int(torch.randint(2**31, (1,), generator=generator))))  # fmt: skip
+        kept = torch.broadcast_to(A_tilde.observed, A.oshape).float().cpu()
+        dropped += float((observed - kept).clamp_min(0).sum())
+        hidden += float((1 - kept).sum())
+    return 1.0 if dropped <= 0 or hidden <= 0 else round(min(hidden / dropped, AUTO_HIDDEN_WEIGHT_MAX), 2)
+
+
+def build_loss(
+    config: LossConfig, family: OperatorFamily, sigma_data: float, operators: SubsampledOperator | None = None
+) -> AmbientLoss:
+    """The loss named by ``config.kind`` (``"auto"``, ``"noisy_ambient"`` -> :class:`NoisyAmbientLoss`), with
+    ``hidden_weight = "auto"`` resolved by :func:`auto_hidden_weight` on ``operators`` (the training records')."""
     cls = AmbientLoss if config.kind == "ambient" else NoisyAmbientLoss
+    hidden = config.hidden_weight
     return cls(
         family,
         sigma_data=sigma_data,
         p_mean=config.p_mean,
         p_std=config.p_std,
         tilde_draws=config.tilde_draws,
-        hidden_weight=config.hidden_weight,
+        hidden_weight=auto_hidden_weight(family, operators) if hidden == "auto" else hidden,
     )
 
 

@@ -34,7 +34,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +60,13 @@ from ambient_science.training.distributed import (
     wrap_ddp,
 )
 from ambient_science.training.log import MetricsLogger, heun_samples, save_image_grid
-from ambient_science.training.losses import AmbientLoss, NoisyAmbientLoss, build_loss
+from ambient_science.training.losses import (
+    AUTO_HIDDEN_WEIGHT_FAMILIES,
+    AmbientLoss,
+    NoisyAmbientLoss,
+    auto_hidden_weight,
+    build_loss,
+)
 from ambient_science.version import __version__
 
 __all__ = [
@@ -247,6 +253,23 @@ def _init_network(net_cfg: NetworkConfig, cfg: TrainConfig, device: torch.device
     return net
 
 
+def _resolve_hidden_weight(config: RunConfig, dataset: Dataset, family: OperatorFamily, info: DistInfo) -> RunConfig:
+    """``loss.hidden_weight = "auto"`` as a number (recorded in the run's config): :func:`~ambient_science.training.
+    losses.auto_hidden_weight` on the operators of up to 64 training records spread over the dataset."""
+    if config.loss.hidden_weight != "auto":
+        return config
+    value, source = 1.0, f"the plain loss for a {family.name} family (the factor was measured on Cartesian MRI only)"
+    if family.name in AUTO_HIDDEN_WEIGHT_FAMILIES and len(dataset) > 0:
+        n = min(64, len(dataset))
+        records = [dataset[i * len(dataset) // n] for i in range(n)]
+        A = family.make({k: torch.stack([r["params"][k] for r in records]) for k in records[0]["params"]})
+        value = auto_hidden_weight(family, A)
+        source = f"1 / P(A observed an entry that Ã hid), estimated on {n} training records"
+    if info.rank == 0:
+        print(f"loss.hidden_weight = 'auto': {value:g} ({source})", file=sys.stderr, flush=True)
+    return replace(config, loss=replace(config.loss, hidden_weight=value))
+
+
 def _run_config_dict(
     config: RunConfig, net_cfg: NetworkConfig, family: OperatorFamily, sigma_data: float, sigma_n=None
 ) -> dict:
@@ -304,6 +327,13 @@ def _restore(path: Path, net, ema, optimizer, run_cfg: dict, info: DistInfo) -> 
                 f"cannot resume from {state.path}: its {key} config {state.config.get(key)} differs from this run's "
                 f"{run_cfg[key]}"
             )
+    if state.config.get("loss") != run_cfg["loss"]:
+        warnings.warn(
+            f"resuming {state.path} with a different loss config: {state.config.get('loss')} in the checkpoint, "
+            f"{run_cfg['loss']} now (e.g. loss.hidden_weight, whose default became 'auto'); training goes on with "
+            "the new one",
+            stacklevel=3,
+        )
     if state.extra.get("world_size", info.world_size) != info.world_size:
         warnings.warn("resuming with a different number of ranks: the data order will differ", stacklevel=3)
     torch.set_rng_state(state.rng_state["torch_cpu"])  # restored for anything outside our generators
@@ -400,6 +430,7 @@ def _train(config, dataset, family, info: DistInfo, callback, open_data, initial
     optimizer = torch.optim.AdamW(
         raw.parameters(), lr=cfg.lr, betas=tuple(cfg.adam_betas), eps=cfg.adam_eps, weight_decay=cfg.weight_decay
     )
+    config = _resolve_hidden_weight(config, dataset, family, info)
     loss_fn = build_loss(config.loss, family, net_cfg.sigma_data)
     run_cfg = _run_config_dict(config, net_cfg, family, net_cfg.sigma_data, data_sigma_n(dataset))
     generator = torch.Generator(device=device)
