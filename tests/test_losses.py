@@ -375,7 +375,8 @@ def test_training_records_the_resolved_hidden_weight(tmp_path, capsys):
     x = torch.complex(torch.randn(8, 1, 16, 16, generator=g), torch.randn(8, 1, 16, 16, generator=g))
     data = save_measurements(tmp_path / "d.h5", A(0.3 * x), A.params(), family, sigma_n=0.0)
     config = RunConfig(
-        data=DataConfig(path=str(data)), family={"drop_fraction": 0.2}, network={"kind": "mlp", "hidden": 8, "depth": 1},
+        data=DataConfig(path=str(data)), family={"drop_fraction": 0.2},
+        network={"kind": "mlp", "hidden": 8, "depth": 1},
         loss=LossConfig(), train=TrainConfig(out_dir=str(tmp_path / "run"), steps=1, batch_size=4, progress=False,
                                              device="cpu", warmup_images=0),
     )  # fmt: skip
