@@ -76,15 +76,14 @@ def family_files(out: Path, family: str) -> tuple[list[Path], list[Path]]:
     return result[0], result[1]
 
 
-def measurement_files(out: Path, family: str, test_rs: list[int]) -> dict[str, Path]:
+def measurement_files(out: Path, family: str, test_rs: list[int], train_rs: tuple[int, ...] = (4,)) -> dict[str, Path]:
     train_files, test_files = family_files(out, family)
     data = out / family / "data"
     res = PRESET.resolution
     files = {
-        "train_r4": prepare_volumes(train_files, data / f"train_r4_{res}.h5", acceleration=4, resolution=res,
-                                    seed=0, targets=False),
-        "train_r1": prepare_volumes(train_files, data / f"train_r1_{res}.h5", acceleration=1, resolution=res,
-                                    seed=0, targets=False),
+        f"train_r{R}": prepare_volumes(train_files, data / f"train_r{R}_{res}.h5", acceleration=R, resolution=res,
+                                       seed=0, targets=False)
+        for R in sorted({1, *train_rs})
     }  # fmt: skip
     for R in test_rs:
         files[f"test_r{R}"] = prepare_volumes(
@@ -115,7 +114,7 @@ def run_config(prior: str, data: Path, run_dir: Path, images: int, args) -> RunC
 
 def train_to(prior: str, files: dict[str, Path], run_dir: Path, images: int, args):
     """Extend the run in ``run_dir`` to ``images`` images; returns (checkpoint, images seen, stopped reason)."""
-    data = files["train_r1" if prior == "clean" else "train_r4"]
+    data = files["train_r1" if prior == "clean" else f"train_r{args.train_r}"]
     result = train(run_config(prior, data, run_dir, images, args))
     return result.checkpoint, result.images_seen, result.stopped
 
@@ -366,6 +365,8 @@ def main(argv=None) -> None:
     p.add_argument("--out", default="runs/curves", help="run directories and results (resumed when present)")
     p.add_argument("--families", default="knee,brain", help="comma-separated: knee, brain")
     p.add_argument("--priors", default="ambient,clean", help="comma-separated: ambient, clean, em")
+    p.add_argument("--train-r", type=int, default=4, help="acceleration of the corrupted training k-space "
+                   "(ambient, em; give such runs their own --tag)")
     p.add_argument("--milestones", default="10000,30000,100000", help="images seen at each evaluated point")
     p.add_argument("--test-r", default="4,8")
     p.add_argument("--test-slices", type=int, default=PRESET.test_slices, help="middle slices per test volume")
@@ -415,7 +416,7 @@ def main(argv=None) -> None:
     test_rs = [int(r) for r in args.test_r.split(",")]
     ev = f"{args.test_slices}sl/{args.dps_samples}x{args.dps_steps}"  # evaluation settings, part of a point's key
     for family in args.families.split(","):
-        files = measurement_files(out, family, test_rs)
+        files = measurement_files(out, family, test_rs, (args.train_r,))
         for images in [int(m) for m in args.milestones.split(",")]:
             for prior in args.priors.split(","):
                 name = prior + args.tag
@@ -461,6 +462,8 @@ def main(argv=None) -> None:
                         "train_seconds": seconds,
                         "metrics": metrics,
                     }
+                    if args.train_r != 4 and prior != "clean":
+                        point["train_R"] = args.train_r
                     if prior == "em":
                         point["em_compute"] = em_compute(run_dir)
                         point["compute_images"] = compute_images(point, args.em.get("init_prior"))
