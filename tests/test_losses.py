@@ -384,3 +384,16 @@ def test_training_records_the_resolved_hidden_weight(tmp_path, capsys):
     recorded = load_checkpoint(result.checkpoint).config["loss"]["hidden_weight"]
     assert recorded == auto_hidden_weight(family, A) and recorded > 1
     assert "loss.hidden_weight = 'auto'" in capsys.readouterr().err
+
+
+def test_hidden_weight_operators_read_the_masks_and_broadcast_the_coil_maps():
+    from ambient_science.operators.mri import CartesianMRIFamily
+    from ambient_science.training.losses import auto_hidden_weight, hidden_weight_operators
+
+    single = CartesianMRIFamily((1, 32, 32), acceleration=4, center_fraction=0.08, drop_fraction=0.2)
+    multi = CartesianMRIFamily((1, 32, 32), acceleration=4, center_fraction=0.08, drop_fraction=0.2, num_coils=4)
+    A = multi.sample(16, generator=torch.Generator().manual_seed(0))
+    records = [{"params": {k: v[i] for k, v in A.params().items()}} for i in range(16)]
+    ops = hidden_weight_operators(multi, records)
+    assert torch.equal(ops.mask, A.mask) and ops.coil_maps.stride(0) == 0  # a view of the first record's maps
+    assert auto_hidden_weight(multi, ops) == auto_hidden_weight(single, single.make({"mask": A.mask}))

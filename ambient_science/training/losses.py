@@ -41,6 +41,7 @@ __all__ = [
     "auto_hidden_weight",
     "build_loss",
     "edm_weight",
+    "hidden_weight_operators",
     "image_noise",
     "sample_sigma",
 ]
@@ -368,6 +369,17 @@ def auto_hidden_weight(
         dropped += float((observed - kept).clamp_min(0).sum())
         hidden += float((1 - kept).sum())
     return 1.0 if dropped <= 0 or hidden <= 0 else round(min(hidden / dropped, AUTO_HIDDEN_WEIGHT_MAX), 2)
+
+
+def hidden_weight_operators(family: OperatorFamily, records: list[dict[str, Any]]) -> SubsampledOperator:
+    """The operators of training ``records`` for :func:`auto_hidden_weight`: their masks; any other parameter (coil
+    maps) is the first record's, broadcast without a copy (the estimate reads the masks only)."""
+    first = records[0]["params"]
+    params = {
+        k: torch.stack([r["params"][k] for r in records]) if k == "mask" else v.expand(len(records), *v.shape)
+        for k, v in first.items()
+    }
+    return family.make(params)
 
 
 def build_loss(

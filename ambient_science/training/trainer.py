@@ -66,6 +66,7 @@ from ambient_science.training.losses import (
     NoisyAmbientLoss,
     auto_hidden_weight,
     build_loss,
+    hidden_weight_operators,
 )
 from ambient_science.version import __version__
 
@@ -262,8 +263,7 @@ def _resolve_hidden_weight(config: RunConfig, dataset: Dataset, family: Operator
     if family.name in AUTO_HIDDEN_WEIGHT_FAMILIES and len(dataset) > 0:
         n = min(64, len(dataset))
         records = [dataset[i * len(dataset) // n] for i in range(n)]
-        A = family.make({k: torch.stack([r["params"][k] for r in records]) for k in records[0]["params"]})
-        value = auto_hidden_weight(family, A)
+        value = auto_hidden_weight(family, hidden_weight_operators(family, records))
         source = f"1 / P(A observed an entry that Ã hid), estimated on {n} training records"
     if info.rank == 0:
         print(f"loss.hidden_weight = 'auto': {value:g} ({source})", file=sys.stderr, flush=True)
