@@ -184,6 +184,24 @@ def test_operator_outputs_survive_later_calls():
 
 
 # -- column-pruned FFTs ------------------------------------------------------------------------------------------
+@pytest.fixture(autouse=True)
+def _limits_at_any_width(monkeypatch):
+    """The tests below set PRUNE_ADJOINT / PRUNE_FORWARD on small images: let those limits hold at any width."""
+    monkeypatch.setattr(mri, "PRUNE_NARROW_WIDTH", 0)
+
+
+def test_narrow_images_keep_the_earlier_limits(monkeypatch):
+    monkeypatch.setattr(mri, "PRUNE_NARROW_WIDTH", 128)
+    mask = torch.zeros(2, 64)
+    mask[:, :17] = 1.0  # 27 % of the columns: the adjoint prunes (<= 28 %), the forward does not (> 15 %)
+    A = CartesianMRI(mask)
+    assert A._weights(adjoint=True)[2] is not None and A._weights(adjoint=False)[2] is None
+    wide = torch.zeros(2, 128)
+    wide[:, :34] = 1.0  # 27 % of 128: both prune (<= 33 % / 28 %)
+    B = CartesianMRI(wide)
+    assert B._weights(adjoint=True)[2] is not None and B._weights(adjoint=False)[2] is not None
+
+
 def _column_masks(B, W, shared, seed=0):
     """Sparse random column masks (about W / 4 columns, different counts per sample unless ``shared``)."""
     g = torch.Generator().manual_seed(seed)
