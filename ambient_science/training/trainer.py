@@ -254,20 +254,21 @@ def _init_network(net_cfg: NetworkConfig, cfg: TrainConfig, device: torch.device
     return net
 
 
-def _resolve_hidden_weight(config: RunConfig, dataset: Dataset, family: OperatorFamily, info: DistInfo) -> RunConfig:
+def _resolve_hidden_weight(config: RunConfig, dataset: Dataset, family: OperatorFamily) -> tuple[RunConfig, str | None]:
     """``loss.hidden_weight = "auto"`` as a number (recorded in the run's config): :func:`~ambient_science.training.
-    losses.auto_hidden_weight` on the operators of up to 64 training records spread over the dataset."""
+    losses.auto_hidden_weight` on the operators of up to 64 training records spread over the dataset; with a line
+    saying so where it was estimated (else ``None``)."""
     if config.loss.hidden_weight != "auto":
-        return config
-    value, source = 1.0, f"the plain loss for a {family.name} family (the factor was measured on Cartesian MRI only)"
+        return config, None
+    value, source, estimated = 1.0, "", False  # 1, the plain loss, for families where the factor was not measured
     if family.name in AUTO_HIDDEN_WEIGHT_FAMILIES and len(dataset) > 0:
+        estimated = True
         n = min(64, len(dataset))
         records = [dataset[i * len(dataset) // n] for i in range(n)]
         value = auto_hidden_weight(family, hidden_weight_operators(family, records))
         source = f"1 / P(A observed an entry that Ã hid), estimated on {n} training records"
-    if info.rank == 0:
-        print(f"loss.hidden_weight = 'auto': {value:g} ({source})", file=sys.stderr, flush=True)
-    return replace(config, loss=replace(config.loss, hidden_weight=value))
+    resolved = replace(config, loss=replace(config.loss, hidden_weight=value))
+    return resolved, (f"loss.hidden_weight = 'auto': {value:g} ({source})" if estimated else None)
 
 
 def _run_config_dict(
@@ -430,13 +431,15 @@ def _train(config, dataset, family, info: DistInfo, callback, open_data, initial
     optimizer = torch.optim.AdamW(
         raw.parameters(), lr=cfg.lr, betas=tuple(cfg.adam_betas), eps=cfg.adam_eps, weight_decay=cfg.weight_decay
     )
-    config = _resolve_hidden_weight(config, dataset, family, info)
+    config, note = _resolve_hidden_weight(config, dataset, family)
     loss_fn = build_loss(config.loss, family, net_cfg.sigma_data)
     run_cfg = _run_config_dict(config, net_cfg, family, net_cfg.sigma_data, data_sigma_n(dataset))
     generator = torch.Generator(device=device)
 
     step, extra = 0, {}
     resume = _resume_path(cfg, ckpt_dir, info)
+    if note is not None and info.rank == 0:
+        print(note, file=sys.stderr, flush=True)
     if resume is not None:
         step, extra = _restore(resume, raw, ema, optimizer, run_cfg, info)
     images_seen, skipped = int(extra.get("images_seen", step * cfg.batch_size)), int(extra.get("skipped_steps", 0))
