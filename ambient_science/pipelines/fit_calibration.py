@@ -97,8 +97,8 @@ def _batches(data: MeasurementFile, indices: Sequence[int], batch_size: int, sig
 def _check_family(prior: Prior, data: MeasurementFile, path: Path) -> None:
     if "drop_fraction" not in prior.family.config():
         raise ValueError(
-            f"the fit test needs a masked-measurement prior whose family further corrupts by dropping measured "
-            f"entries (Cartesian MRI, pixel masks); this prior's family is {prior.family.name!r}"
+            f"the fit test needs a masked-measurement prior whose family further corrupts by dropping a fraction of "
+            f"the measured entries (drop_fraction: Cartesian MRI); this prior's family is {prior.family.name!r}"
         )
     if prior.family.name != data.family.name or tuple(prior.family.image_shape) != tuple(data.family.image_shape):
         raise ValueError(
@@ -115,9 +115,11 @@ def validation_scores(
     batch_size: int = 8,
     sigma: float | None = None,
     seed: int = 0,
+    keep_likelihoods: bool = False,
 ) -> tuple[str, Tensor, list[GaussianLikelihood]]:
     """The fit-test scores of the records of one validation file: ``(acceleration key, scores (N,), the
-    likelihoods of the batches)``. ``indices`` selects records (default all)."""
+    likelihoods of the batches)`` — the last only with ``keep_likelihoods`` (they hold every record's data and
+    operator; else ``[]``). ``indices`` selects records (default all)."""
     path = Path(path)
     data = MeasurementFile(path)
     _check_family(prior, data, path)
@@ -133,7 +135,8 @@ def validation_scores(
         scores.append(report.score)
         observed = torch.broadcast_to(lik.A.observed, lik.A.oshape).reshape(lik.A.batch_size, -1)
         accelerations.append((observed.shape[1] / observed.sum(dim=1).clamp_min(1)).cpu())
-        liks.append(lik)
+        if keep_likelihoods:
+            liks.append(lik)
     return acceleration_key(data, torch.cat(accelerations)), torch.cat(scores), liks
 
 
@@ -177,14 +180,16 @@ def calibrate_fit(
     truths = list(truths) if truths is not None else [None] * len(files)
     if len(truths) != len(files):
         raise ValueError(f"{len(truths)} truth entries for {len(files)} files; expected one each (None for none)")
+    if any(t is not None for t in truths) and prior.family.name != "cartesian_mri":
+        raise ValueError("the L1-wavelet fallback (truth given) is for Cartesian MRI priors only")
     pooled: dict[str, list[Tensor]] = {}
     lams, curves = {}, {}
     for file, truth in zip(files, truths):
-        key, scores, liks = validation_scores(prior, file, batch_size=batch_size, sigma=sigma, seed=seed)
+        key, scores, liks = validation_scores(
+            prior, file, batch_size=batch_size, sigma=sigma, seed=seed, keep_likelihoods=truth is not None
+        )
         pooled.setdefault(key, []).append(scores)
         if truth is not None:
-            if prior.family.name != "cartesian_mri":
-                raise ValueError("the L1-wavelet fallback (truth given) is for Cartesian MRI priors only")
             if truth.shape[0] != scores.shape[0]:
                 raise ValueError(f"{file}: {scores.shape[0]} records but {truth.shape[0]} target images")
             lams[key], curves[key] = _best_l1_lam(liks, truth, l1_lams)
