@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from torch.utils.data import DataLoader, Subset
 
 from ambient_science.datasets.measurements import MeasurementFile
 from ambient_science.metrics.mri import psnr
@@ -82,13 +83,8 @@ def acceleration_key(data: MeasurementFile, accelerations: Tensor) -> str:
 
 
 def _batches(data: MeasurementFile, indices: Sequence[int], batch_size: int, sigma: float | None, device):
-    for start in range(0, len(indices), batch_size):
-        records = [data[i] for i in indices[start : start + batch_size]]
-        batch = {
-            "params": {k: torch.stack([r["params"][k] for r in records]) for k in data.param_names},
-            "y": torch.stack([r["y"] for r in records]),
-            "sigma_n": torch.stack([torch.as_tensor(r["sigma_n"]) for r in records]),
-        }
+    """The likelihoods of ``indices`` in batches, collated as ``ambient-science reconstruct`` reads a file."""
+    for batch in DataLoader(Subset(data, list(indices)), batch_size=batch_size):
         A = data.family.make({k: v.to(device) for k, v in batch["params"].items()})
         s = noise_sigma(batch, sigma)
         yield GaussianLikelihood(A, batch["y"].to(device), s.to(device) if isinstance(s, Tensor) else s)
