@@ -18,6 +18,7 @@ from ambient_science.datasets.measurements import save_measurements
 from ambient_science.network import build_network, network_config_from_dict
 from ambient_science.operators import CleanFamily, PixelMaskFamily
 from ambient_science.registry import family_from_config
+from ambient_science.sampling.fit import fit_scorer
 from ambient_science.sampling.likelihoods import GaussianLikelihood
 from ambient_science.sampling.reconstruction import reconstruct
 from ambient_science.training.checkpoint import CheckpointError, is_exported_prior, load_checkpoint
@@ -91,6 +92,11 @@ def test_ambient_label_means_corrupted_training_data(name):
         assert law != "none", f"{name} is labelled ambient but its training data were not corrupted"
         assert info["family"]["family"] != "clean"
         assert info["family"].get("drop_fraction", 1.0) > 0, f"{name}: ambient training needs further corruption"
+    elif card["kind"] == "em":  # a clean-image prior trained by EM from the corrupted measurements
+        assert law != "none" and info["train"]["method"] == "em" and info["family"]["family"] == "clean"
+        assert card["em"]["rounds"] >= 1 and card["em"]["e_step_forwards"] > 0
+        scorer = fit_scorer(pretrained.load(name))  # its fit test: the ambient prior of the same data
+        assert scorer is not None and scorer.config["card"]["data"]["file"] == card["data"]["file"]
     else:
         assert card["kind"] == "clean" and law == "none"
 

@@ -28,17 +28,25 @@ __all__ = ["add_arguments", "build_card", "corruption_law", "render_cards", "run
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run", type=Path, help="training run (or checkpoints/ or checkpoint-<step>) directory")
     parser.add_argument("--name", required=True, help="the prior's name (its directory under the output root)")
-    parser.add_argument("--kind", required=True, choices=("ambient", "clean"), help="how the data were corrupted")
+    parser.add_argument("--kind", required=True, choices=("ambient", "em", "clean"),
+                        help="ambient: the ambient loss on corrupted data; em: a clean-image prior trained by EM "
+                             "from corrupted data (train.method = 'em'); clean: a baseline on fully sampled "
+                             "data")  # fmt: skip
     parser.add_argument("--config", type=Path, required=True, help="the committed training config (text is stored)")
     parser.add_argument("--commit", default=None, help="commit that trained it (default: git HEAD of --config)")
     parser.add_argument("--machine", default=None, help="where it trained (default: this machine's description)")
     parser.add_argument("--notes", default="", help="free text for the card (e.g. 'CPU shared by 3 trainings')")
     parser.add_argument("--out-root", type=Path, default=None, help="default: the installed ambient_science.pretrained")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing prior of that name")
+    parser.add_argument("--fit-scorer", type=Path, default=None,
+                        help="an exported ambient prior of the same training data that scores this prior's fit test "
+                             "(for an em or clean prior, whose network cannot: copied in, its calibrated fit entry "
+                             "becomes this prior's)")  # fmt: skip
 
 
 def corruption_law(data_family: dict[str, Any], train_family: dict[str, Any]) -> str:
-    """One line naming how the training data were corrupted, or ``"none"`` for fully sampled images."""
+    """One line naming how the training data were corrupted, or ``"none"`` for fully sampled images; the further
+    corruption of training (``train_family``) where it has one."""
     name = data_family.get("family")
     if name == "clean":
         return "none"
@@ -46,12 +54,14 @@ def corruption_law(data_family: dict[str, Any], train_family: dict[str, Any]) ->
         R = float(data_family.get("acceleration", 1.0))
         if R <= 1.0:
             return "none"
-        drop = float(train_family.get("drop_fraction", 0.0))
-        return (
+        law = (
             f"Cartesian {data_family.get('mask_kind')} phase-encode mask, R = {R:g}, "
-            f"{100 * float(data_family.get('center_fraction', 0)):g} % fully sampled centre; further corruption "
-            f"drops {100 * drop:g} % of the observed non-centre columns"
+            f"{100 * float(data_family.get('center_fraction', 0)):g} % fully sampled centre"
         )
+        if "drop_fraction" not in train_family:  # trained without further corruption (EM: on posterior samples)
+            return law
+        drop = float(train_family["drop_fraction"])
+        return f"{law}; further corruption drops {100 * drop:g} % of the observed non-centre columns"
     if name == "pixel_mask":
         p, delta = float(data_family.get("p", 0.0)), float(train_family.get("delta", 0.0))
         if p <= 0.0:
@@ -70,9 +80,10 @@ def corruption_law(data_family: dict[str, Any], train_family: dict[str, Any]) ->
     return json.dumps(data_family, sort_keys=True)
 
 
-def training_time(run_dir: Path, up_to_step: int | None = None) -> dict[str, float]:
-    """Wall seconds of training up to ``up_to_step`` from the run's ``metrics.jsonl`` (gaps between logs over
-    10 minutes, e.g. a stop before ``--resume``, are replaced by the logged seconds per step) and the mean
+def training_time(run_dir: Path, up_to_step: int | None = None, *, max_gap: float = 600.0) -> dict[str, float]:
+    """Wall seconds of training up to ``up_to_step`` from the run's ``metrics.jsonl`` (gaps between logs of
+    ``max_gap`` seconds or more, e.g. a stop before ``--resume``, are replaced by the logged seconds per step; 0:
+    every gap, the optimizer steps' time only — EM's E-steps, between logs, are counted apart) and the mean
     images per second."""
     lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines() if x.strip()]
     logs = [m for m in lines if "time" in m and "step" in m and (up_to_step is None or m["step"] <= up_to_step)]
@@ -82,7 +93,7 @@ def training_time(run_dir: Path, up_to_step: int | None = None) -> dict[str, flo
     for a, b in itertools.pairwise(logs):
         dt = b["time"] - a["time"]
         steps = max(b["step"] - a["step"], 0)
-        seconds += dt if 0 <= dt < 600 else steps * b.get("sec_per_step", 0.0)
+        seconds += dt if 0 <= dt < max_gap else steps * b.get("sec_per_step", 0.0)
     images = logs[-1].get("images", 0)
     return {"wall_seconds": round(seconds, 1), "images_per_second": round(images / max(seconds, 1e-9), 2)}
 
@@ -124,10 +135,15 @@ def build_card(run_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
     data_path = Path(config["data"]["path"])
     data = MeasurementFile(data_path)
     law = corruption_law(data.family_config, config["family"])
-    if args.kind == "ambient" and law == "none":
-        raise ValueError(f"{data_path}: the training data are fully sampled (corruption 'none'); not an ambient prior")
+    method = config["train"].get("method", "ambient")
+    if args.kind in ("ambient", "em") and law == "none":
+        raise ValueError(
+            f"{data_path}: the training data are fully sampled (corruption 'none'); not an {args.kind} prior"
+        )
     if args.kind == "clean" and law != "none":
-        raise ValueError(f"{data_path}: the training data are corrupted ({law}); label the prior 'ambient'")
+        raise ValueError(f"{data_path}: the training data are corrupted ({law}); label the prior '{method}'")
+    if (args.kind == "em") != (method == "em"):
+        raise ValueError(f"the run trained with train.method = {method!r}; label the prior '{method}'")
     batch = int(config["train"]["batch_size"])
     n_params = sum(p.numel() for p in ckpt.network.parameters())
     commit = args.commit or _git_head(args.config.resolve().parent)
@@ -147,7 +163,7 @@ def build_card(run_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
         "steps": ckpt.step,
         "batch_size": batch,
         "images_seen": ckpt.step * batch,
-        **training_time(run_root, ckpt.step),
+        **training_time(run_root, ckpt.step, max_gap=0.0 if method == "em" else 600.0),
         "machine": args.machine or _machine(),
         "notes": args.notes,
         "commit": commit,
@@ -155,7 +171,25 @@ def build_card(run_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
         "config_text": args.config.read_text(),
         "command": f"ambient-science train {args.config.as_posix()}",
         "exported": time.strftime("%Y-%m-%d"),
+        **({"em": _em_card(config, run_root)} if method == "em" else {}),
     }
+
+
+def _em_card(config: dict[str, Any], run_root: Path) -> dict[str, Any]:
+    """What an EM prior cost beyond its M-step images: the E-steps (network passes, seconds) and the initial prior."""
+    from ambient_science.training.em import em_compute
+
+    em = config.get("em", {})
+    return {**em_compute(run_root), "init_prior": em.get("init_prior", ""),
+            "images_per_round": em.get("images_per_round")}  # fmt: skip
+
+
+def _em_row(em: dict[str, Any]) -> str:
+    start = f"from `{em['init_prior']}`" if em.get("init_prior") else "from a Gaussian prior fitted to the data"
+    return (
+        f"| EM | {em['rounds']} rounds {start}; E-steps: {em['e_step_forwards']:,} network forward passes and "
+        f"{em['e_step_vjps']:,} vector-Jacobian products, {em['e_step_seconds'] / 3600:.2f} h (besides the budget) |"
+    )
 
 
 def render_cards(root: Path) -> Path:
@@ -171,7 +205,8 @@ def render_cards(root: Path) -> Path:
         "Load one with `ambient_science.pretrained.load(name)`; `--prior ambient_science/pretrained/<name>`",
         "works wherever a checkpoint does. Every prior was trained by this library's `ambient-science train`",
         "from the committed config quoted below, at the commit named; none saw a clean image unless its kind",
-        "is `clean` (a baseline, trained on fully sampled images to measure what the corruption costs).",
+        "is `clean` (a baseline, trained on fully sampled images to measure what the corruption costs). An `em`",
+        "prior is a clean-image prior trained by EM on posterior samples of the corrupted measurements.",
         "",
     ]
     for c in cards:
@@ -188,6 +223,7 @@ def render_cards(root: Path) -> Path:
             f"| loss | {c['loss'].get('kind')} |",
             f"| budget | {c['steps']:,} steps × {c['batch_size']} = {c['images_seen']:,} images seen, "
             f"{hours:.2f} h wall ({c['images_per_second']} images/s) |",
+            *([_em_row(c["em"])] if "em" in c else []),
             f"| machine | {c['machine']} |",
             f"| commit | `{c['commit']}` |",
             f"| exported | {c['exported']} |",
@@ -215,7 +251,7 @@ def run(args: argparse.Namespace) -> int:
     if target.exists() and not args.overwrite:  # before any work: nothing is written
         raise FileExistsError(f"{target} exists; pass --overwrite to replace it")
     card = build_card(args.run, args)  # errors: one line, exit 2 (ambient_science.cli)
-    out = export_prior(args.run, target, card=card, overwrite=args.overwrite)
+    out = export_prior(args.run, target, card=card, overwrite=args.overwrite, fit_scorer=args.fit_scorer)
     readme = render_cards(args.out_root)
     size = sum(f.stat().st_size for f in out.iterdir()) / 1e6
     print(f"exported {args.name} ({card['kind']}, {card['images_seen']:,} images seen) to {out} ({size:.1f} MB)")

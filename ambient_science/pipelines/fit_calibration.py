@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader, Subset
 
 from ambient_science.datasets.measurements import MeasurementFile
 from ambient_science.metrics.mri import psnr
-from ambient_science.sampling.fit import DEFAULT_FIT, calibrate_threshold, check_fit
+from ambient_science.sampling.fit import DEFAULT_FIT, calibrate_threshold, check_fit, fit_scorer
 from ambient_science.sampling.likelihoods import GaussianLikelihood
 from ambient_science.sampling.prior import Prior
 from ambient_science.training.checkpoint import PRIOR_FORMAT
@@ -91,15 +91,18 @@ def _batches(data: MeasurementFile, indices: Sequence[int], batch_size: int, sig
 
 
 def _check_family(prior: Prior, data: MeasurementFile, path: Path) -> None:
-    if "drop_fraction" not in prior.family.config():
+    scorer = fit_scorer(prior)
+    if scorer is None:
         raise ValueError(
             f"the fit test needs a masked-measurement prior whose family further corrupts by dropping a fraction of "
-            f"the measured entries (drop_fraction: Cartesian MRI); this prior's family is {prior.family.name!r}"
+            f"the measured entries (drop_fraction: Cartesian MRI), or a prior whose fit entry names such a scorer "
+            f"(ambient-science export-prior --fit-scorer); this prior's family is {prior.family.name!r}"
         )
-    if prior.family.name != data.family.name or tuple(prior.family.image_shape) != tuple(data.family.image_shape):
+    family = scorer.family
+    if family.name != data.family.name or tuple(family.image_shape) != tuple(data.family.image_shape):
         raise ValueError(
-            f"{path}: {data.family.name} records of images {tuple(data.family.image_shape)}, but the prior is "
-            f"{prior.family.name} of images {tuple(prior.family.image_shape)}; expected the prior's family and shape"
+            f"{path}: {data.family.name} records of images {tuple(data.family.image_shape)}, but the prior's fit test "
+            f"scores {family.name} of images {tuple(family.image_shape)}; expected that family and shape"
         )
 
 
@@ -176,7 +179,7 @@ def calibrate_fit(
     truths = list(truths) if truths is not None else [None] * len(files)
     if len(truths) != len(files):
         raise ValueError(f"{len(truths)} truth entries for {len(files)} files; expected one each (None for none)")
-    if any(t is not None for t in truths) and prior.family.name != "cartesian_mri":
+    if any(t is not None for t in truths) and (fit_scorer(prior) or prior).family.name != "cartesian_mri":
         raise ValueError("the L1-wavelet fallback (truth given) is for Cartesian MRI priors only")
     pooled: dict[str, list[Tensor]] = {}
     lams, curves = {}, {}

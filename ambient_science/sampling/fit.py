@@ -25,6 +25,14 @@ the prior's prediction on data it did not see. The safe reconstruction (:func:`s
 measured k-space and scales the rest by ``w``: ``x = x_mn + w (x_dc − x_mn)``, ``x_mn`` the minimum-norm
 solution (zero-filled for single-coil Cartesian MRI), ``x_dc`` the estimate after data consistency.
 
+**A prior without a further corruption** (a clean-image prior, e.g. one trained by EM from an ambient prior,
+``train.method = "em"``) cannot be scored this way: its network never saw measured k-space with holes. Its
+``"fit"`` entry may name a **scorer** (``"scorer"``: a path relative to the prior's directory, written by
+``ambient-science export-prior --fit-scorer``), an ambient prior of the same training data, whose network then
+computes the score and the shrink weight while the threshold and settings stay the prior's own
+(:func:`fit_scorer`). The test then asks whether the data look like the TRAINING DATA the two priors share; the
+shrink weight is the scorer's (its one-step prediction of held-back entries), applied to the prior's estimate.
+
     >>> import torch
     >>> from ambient_science.sampling.likelihoods import GaussianLikelihood
     >>> from ambient_science.linop import Identity
@@ -37,8 +45,10 @@ solution (zero-filled for single-coil Cartesian MRI), ``x_dc`` the estimate afte
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -49,6 +59,7 @@ from ambient_science.noise import randn_like
 from ambient_science.registry import family_from_config
 from ambient_science.sampling.likelihoods import GaussianLikelihood
 from ambient_science.sampling.posterior import PosteriorSummary, summarize
+from ambient_science.sampling.prior import load_prior
 from ambient_science.sampling.samplers import one_step
 
 if TYPE_CHECKING:
@@ -60,12 +71,15 @@ __all__ = [
     "apply_safe_mode",
     "calibrate_threshold",
     "check_fit",
+    "fit_scorer",
     "fit_settings",
     "shrink_to_data",
 ]
 
 #: the fit test's settings when the prior records none (its threshold then is unknown: nothing fires)
 DEFAULT_FIT: dict[str, Any] = {"levels": [0.5, 1.0], "repeats": 2, "fraction": 0.3, "num_draws": 4, "threshold": None}
+#: each prior's loaded scorer, loaded once and dropped with the prior
+_SCORERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 @dataclass
@@ -114,6 +128,46 @@ def fit_settings(prior: Prior) -> dict[str, Any]:
     """
     stored = (getattr(prior, "config", None) or {}).get("fit", {})
     return {**DEFAULT_FIT, **stored}
+
+
+def _further_corrupts(prior: Prior) -> bool:
+    return "drop_fraction" in prior.family.config()
+
+
+def fit_scorer(prior: Prior) -> Prior | None:
+    """The prior whose network scores the fit test of ``prior`` (module docs): ``prior`` itself when its family
+    further corrupts by dropping measured entries (an ambient mask-family prior); else the scorer its ``"fit"``
+    entry names (loaded once, onto ``prior``'s device); else ``None`` (the test does not apply).
+
+    Raises a ``FileNotFoundError`` naming the path when the named scorer is missing, a ``ValueError`` when it is
+    not a further-corrupting prior of ``prior``'s images."""
+    if _further_corrupts(prior):
+        return prior
+    name = (getattr(prior, "config", None) or {}).get("fit", {}).get("scorer")
+    if not name:
+        return None
+    cached = _SCORERS.get(prior)
+    if cached is None:
+        where = getattr(prior, "path", None)
+        path = Path(name) if Path(name).is_absolute() or where is None else Path(where) / name
+        if not path.exists():
+            raise FileNotFoundError(
+                f"the prior's fit test names the scorer {name!r}, but {path} does not exist; expected an ambient "
+                f"prior of the same training data there (ambient-science export-prior --fit-scorer copies one in)"
+            )
+        cached = load_prior(path, map_location=prior.device)
+        if not _further_corrupts(cached):
+            raise ValueError(f"the fit scorer {path} is a {cached.family.name!r} prior without a further corruption")
+        images = lambda p: (tuple(p.family.image_shape), p.family.is_complex)  # noqa: E731
+        if images(cached) != images(prior):
+            raise ValueError(
+                f"the fit scorer {path} has images {images(cached)} (shape, complex), the prior {images(prior)}; "
+                "expected the same images"
+            )
+        _SCORERS[prior] = cached
+    if cached.device != prior.device:  # the prior was moved since
+        cached.network.to(prior.device)
+    return cached
 
 
 def _holdout_operator(prior: Prior, A: SubsampledOperator, fraction: float, generator: torch.Generator):
@@ -167,7 +221,9 @@ def check_fit(
     held-out shrink weight.
 
     Args:
-        prior: the prior to test (a mask family with a ``drop_fraction``: Cartesian MRI, pixel masks).
+        prior: the prior to test: a mask family with a ``drop_fraction`` (Cartesian MRI, pixel masks), or a prior
+            whose ``"fit"`` entry names a scorer (:func:`fit_scorer`; its network scores, the settings and
+            threshold are ``prior``'s).
         likelihood: a :class:`GaussianLikelihood` with a :class:`SubsampledOperator` ``A``.
         generator: draws the noise, ``Ã_inf`` and the held-out entries.
         levels, repeats: the noise levels ``σ`` of the score and the draws pooled at each; ``fraction``,
@@ -181,6 +237,13 @@ def check_fit(
         (``num_draws`` each for the last ``repeats``), no gradients.
     """
     settings = fit_settings(prior)
+    scorer = fit_scorer(prior)
+    if scorer is None:
+        raise ValueError(
+            f"the fit test needs a prior whose family further corrupts by dropping measured entries (drop_fraction: "
+            f"Cartesian MRI, pixel masks) or a \"fit\" entry naming such a scorer; this prior's family is "
+            f"{prior.family.name!r} and it names none"
+        )
     levels = tuple(float(s) for s in (settings["levels"] if levels is None else levels))
     fraction = float(settings["fraction"] if fraction is None else fraction)
     repeats = int(settings["repeats"] if repeats is None else repeats)
@@ -201,7 +264,7 @@ def check_fit(
         for sigma in levels:  # the ambient loss on the measured k-space at noise level σ
             err = torch.zeros(B, device=y.device)
             for _ in range(repeats):
-                D = prior.denoiser(B, generator=generator, inference_operator="test", test_operator=A)
+                D = scorer.denoiser(B, generator=generator, inference_operator="test", test_operator=A)
                 x_sigma = zero_filled + sigma * randn_like(zero_filled, generator)
                 err += (observed * (A(D(x_sigma, sigma)) - y).abs() ** 2).reshape(B, -1).sum(dim=1)
             err = err / repeats - _noise_entries(likelihood, observed)
@@ -209,11 +272,11 @@ def check_fit(
         score = torch.stack(ratios).mean(dim=0).cpu()
         cross, power = torch.zeros(B, device=y.device), torch.zeros(B, device=y.device)
         for _ in range(repeats):  # the shrink weight: one-step predictions of held-back entries
-            A_fit = _holdout_operator(prior, A, fraction, generator)
+            A_fit = _holdout_operator(scorer, A, fraction, generator)
             held = (observed - torch.broadcast_to(A_fit.observed, A.oshape)).clamp_min(0)
             lik_fit = GaussianLikelihood(A_fit, A_fit.observed * y, likelihood.sigma)
-            D = prior.denoiser(B, generator=generator, num_draws=num_draws, inference_operator="test",
-                               test_operator=A_fit)  # fmt: skip
+            D = scorer.denoiser(B, generator=generator, num_draws=num_draws, inference_operator="test",
+                                test_operator=A_fit)  # fmt: skip
             p = A(one_step(D, lik_fit))
             cross += (held * (p.conj() * y).real).reshape(B, -1).sum(dim=1)
             power += (held * p.abs() ** 2).reshape(B, -1).sum(dim=1)

@@ -166,6 +166,9 @@ class Prior:
         #: :func:`~ambient_science.sampling.reconstruction.recommended_settings`) and ``"fit"`` (calibrated fit
         #: test, :func:`~ambient_science.sampling.fit.fit_settings`) entries are read from here
         self.config: dict = {}
+        #: where it was loaded from (a checkpoint or an exported prior's directory; ``None`` when built in memory):
+        #: the fit test resolves a ``"fit"`` entry's ``"scorer"`` relative to it
+        self.path: Path | None = None
         if freeze:
             network.eval().requires_grad_(False)
             if all(t.ndim != 5 for t in (*network.parameters(), *network.buffers())):  # 2-D convolutions only
@@ -179,6 +182,7 @@ class Prior:
         ckpt = load_checkpoint(path, map_location=map_location)
         prior = cls(ckpt.network, ckpt.family, freeze=freeze, sigma_n=trained_sigma_n(ckpt.config))
         prior.config = dict(ckpt.config)
+        prior.path = Path(ckpt.path)
         return prior
 
     @property

@@ -55,6 +55,7 @@ from ambient_science.registry import family_from_config
 from ambient_science.version import __version__
 
 __all__ = [
+    "FIT_SCORER_DIR",
     "PRIOR_FORMAT",
     "Checkpoint",
     "CheckpointError",
@@ -416,6 +417,10 @@ def load_for_resume(
 # ---------------------------------------------------------------------------------------------------
 
 
+#: where :func:`export_prior` copies a fit scorer: a subdirectory of the exported prior
+FIT_SCORER_DIR = "fit_scorer"
+
+
 def is_exported_prior(path: str | Path) -> bool:
     """Whether ``path`` is a directory written by :func:`export_prior`."""
     return (Path(path) / _PRIOR_FILE).is_file()
@@ -439,17 +444,48 @@ def verify_exported_prior(path: str | Path) -> dict[str, Any]:
     return meta
 
 
-def export_prior(checkpoint: str | Path, out_dir: str | Path, *, card: dict[str, Any], overwrite: bool = False) -> Path:
+def _check_fit_scorer(path: str | Path, config: dict[str, Any]) -> dict[str, Any]:
+    """``prior.json`` of the fit scorer at ``path`` for a prior of ``config`` (:func:`export_prior`), checked: an
+    exported prior, of a family that further corrupts (``drop_fraction``), of the same images."""
+    if not is_exported_prior(path):
+        raise CheckpointError(f"fit scorer {path}: not an exported prior (export the ambient run first)")
+    meta = verify_exported_prior(path)
+    family = meta["family"]
+    if "drop_fraction" not in family:
+        raise ValueError(f"fit scorer {path}: a {family.get('family')!r} prior without a further corruption "
+                         "(drop_fraction); expected an ambient prior of the same data")  # fmt: skip
+    ours, theirs = config["family"].get("image_shape"), family.get("image_shape")
+    if theirs != ours:
+        raise ValueError(f"fit scorer {path}: images {theirs}, the prior's {ours}; expected the same images")
+    if "scorer" in meta.get("fit", {}):
+        raise ValueError(f"fit scorer {path} itself names a scorer; expected a prior that scores on its own")
+    return meta
+
+
+def export_prior(
+    checkpoint: str | Path,
+    out_dir: str | Path,
+    *,
+    card: dict[str, Any],
+    overwrite: bool = False,
+    fit_scorer: str | Path | None = None,
+) -> Path:
     """Write the EMA weights and config of ``checkpoint`` (any layout :func:`resolve_checkpoint` takes) to
     ``out_dir`` as an exported prior with the model ``card`` (free-form JSON: data, corruption law, budget,
     command, commit, ...). Refuses to replace an existing ``out_dir`` unless ``overwrite``; written beside
-    it first and renamed into place."""
+    it first and renamed into place.
+
+    ``fit_scorer``: an exported prior with a further corruption (an ambient mask-family prior of the same training
+    data) that scores the fit test of this one (a clean-family prior, e.g. trained by EM from it; see
+    :func:`ambient_science.sampling.fit.fit_scorer`): copied into ``out_dir/fit_scorer/``, and its ``"fit"`` entry
+    (calibrated threshold, fallback λ) becomes this prior's, with ``"scorer": "fit_scorer"``."""
     ckpt = resolve_checkpoint(checkpoint)
     state = verify_checkpoint(ckpt)
     config = _read_config(ckpt)
     out = Path(out_dir)
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} exists; pass overwrite=True to replace it")
+    scorer_meta = _check_fit_scorer(fit_scorer, config) if fit_scorer is not None else None
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     tmp.chmod(0o755)  # mkdtemp makes it private; a shipped prior is read by everyone
@@ -464,6 +500,11 @@ def export_prior(checkpoint: str | Path, out_dir: str | Path, *, card: dict[str,
             "files": {"weights.safetensors": {"bytes": (tmp / "weights.safetensors").stat().st_size,
                                               "sha256": _sha256(tmp / "weights.safetensors")}},
         }  # fmt: skip
+        if scorer_meta is not None:
+            (tmp / FIT_SCORER_DIR).mkdir(mode=0o755)
+            for name in (_PRIOR_FILE, *scorer_meta["files"]):
+                shutil.copyfile(Path(fit_scorer) / name, tmp / FIT_SCORER_DIR / name)
+            meta["fit"] = {**scorer_meta.get("fit", {}), "scorer": FIT_SCORER_DIR}
         _write_json(tmp / _PRIOR_FILE, meta)
         if out.exists():
             shutil.rmtree(out)
