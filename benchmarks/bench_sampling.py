@@ -461,18 +461,25 @@ def _slice_metrics(truth: torch.Tensor, estimate: torch.Tensor, volume: torch.Te
 
 
 def mri_reconstruction(
-    test_file: str, *, test_slices: int = 4, seed: int = 0, variants=MRI_VARIANTS, report: Callable | None = None
+    test_file: str,
+    *,
+    test_slices: int = 4,
+    seed: int = 0,
+    variants=MRI_VARIANTS,
+    report: Callable | None = None,
+    prior_path: str | None = None,
 ) -> list[dict[str, Any]]:
-    """The MRI example's A-DPS (shipped ``mri-knee-synthetic-r4``, :func:`ambient_science.pipelines.mri_eval.evaluate`'s
-    settings: Ã_inf "full", CG data consistency, safe mode with the L1 fallback) on the held-out slices of
-    ``test_file`` (the example writes ``<out>/data/test_r4_64.h5``): wall and CPU time, volume PSNR/SSIM per variant,
-    and per-slice PSNR/SSIM differences paired with the first variant (mean, its standard error, slices worse);
-    equal seeds."""
+    """The MRI example's A-DPS (shipped ``mri-knee-synthetic-r4``, or the prior at ``prior_path``;
+    :func:`ambient_science.pipelines.mri_eval.evaluate`'s settings: Ã_inf "full", CG data consistency, safe mode with
+    the L1 fallback) on the held-out slices of ``test_file`` (the example writes ``<out>/data/test_r4_64.h5``): wall
+    and CPU time, volume PSNR/SSIM per variant, and per-slice PSNR/SSIM differences paired with the first variant
+    (mean, its standard error, slices worse); equal seeds."""
     from ambient_science import pretrained
     from ambient_science.pipelines.mri_eval import held_out_batch, l1_fallback, volume_metrics
+    from ambient_science.sampling.prior import load_prior
     from ambient_science.sampling.reconstruction import reconstruct
 
-    prior = pretrained.load("mri-knee-synthetic-r4")
+    prior = pretrained.load("mri-knee-synthetic-r4") if prior_path is None else load_prior(prior_path)
     batch = held_out_batch(test_file, test_slices)
     lik = GaussianLikelihood(batch.A, batch.y, batch.sigma)
     rows, reference = [], None
@@ -541,6 +548,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--closure-observations", type=int, default=8)
     parser.add_argument("--mri-variants", type=int, nargs="*", default=None, help="indices into MRI_VARIANTS")
     parser.add_argument("--mri-seed", type=int, default=0, help="seed of every variant's draws")
+    parser.add_argument("--mri-prior", default=None, help="--mri with this prior (default: the shipped knee prior)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.mri:
@@ -553,7 +561,7 @@ def main(argv: list[str] | None = None) -> None:
                   f"{row['d_ssim']:+.4f} ± {row['d_ssim_se']:.4f}; speckle bg_hf {row['bg_hf_db']:.1f} dB (one sample "
                   f"{row['bg_hf_sample_db']:.1f})", flush=True)  # fmt: skip
 
-        mri_reconstruction(args.mri, variants=variants, report=show, seed=args.mri_seed)
+        mri_reconstruction(args.mri, variants=variants, report=show, seed=args.mri_seed, prior_path=args.mri_prior)
         return
     if args.closure_variants is not None:
         picked = [CLOSURE_VARIANTS[i] for i in args.closure_variants] if args.closure_variants else CLOSURE_VARIANTS

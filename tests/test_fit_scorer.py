@@ -124,3 +124,9 @@ def test_export_refuses_an_em_label_on_a_run_that_did_not_train_by_em(clean_run,
             str(root / "em")]  # fmt: skip
     assert main(argv) == 2
     assert "not an em prior" in capsys.readouterr().err
+
+
+def test_the_one_step_estimate_of_a_clean_image_prior_warns():
+    lik = _knee_likelihood(n=1)
+    with pytest.warns(UserWarning, match="never saw a mask"):
+        reconstruct(_clean_prior({}), lik, method="one_step", generator=torch.Generator().manual_seed(0))

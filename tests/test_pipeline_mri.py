@@ -74,3 +74,21 @@ def test_knee_run_coils_option_is_checked():
     assert "single-coil synthetic data; this run's volumes have 8 coils" in lines[0]
     with pytest.raises(ValueError, match="applies to the synthetic volumes"):
         mri.source_volumes("unused", mri.PRESETS["quick"], data="/data/fastmri", coils=4)
+
+
+def test_a_clean_image_prior_gets_a_dps_row_and_no_one_step_row(test_file):
+    """An EM prior (family 'clean', ``A = I``) is labelled ``em`` and is evaluated by A-DPS only: its network never
+    saw a mask, so the one-step estimate through the test mask would mean nothing."""
+    from ambient_science.operators import CleanFamily
+    from ambient_science.sampling.prior import Prior
+
+    class Half(torch.nn.Module):
+        def forward(self, x, sigma, cond=None, project=None):
+            return 0.5 * x
+
+    prior = Prior(Half(), CleanFamily((1, 16, 16), is_complex=True))
+    prior.config = {"train": {"method": "em"}, "sampler": {"dps": {"steps": 2, "num_samples": 1}}}
+    assert mri.prior_label(prior) == "em"
+    metrics, images = evaluate({"em": prior}, test_file, test_slices=2, l1_lams=(1e-3,), progress=False)
+    assert "em_dps" in metrics and "em_dps_std" in images and "em_one_step" not in images
+    assert torch.isfinite(images["em_dps"]).all()

@@ -63,6 +63,7 @@ __all__ = [
     "KneeRun",
     "Preset",
     "prepare_volumes",
+    "prior_label",
     "run",
     "shipped_prior",
     "shipped_prior_fits",
@@ -310,14 +311,21 @@ def shipped_prior(
     return pretrained.load(name, map_location=device), pretrained.budget(name)
 
 
+def prior_label(prior: Prior) -> str:
+    """The rows' prefix of the shipped / ``--prior`` prior: ``"em"`` for one trained by EM (``train.method``),
+    else ``"ambient"``."""
+    return "em" if ((prior.config or {}).get("train") or {}).get("method") == "em" else "ambient"
+
+
 # -- the whole run ---------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class KneeRun:
     """One run of the knee experiment (the options of ``examples/mri_knee.py``).
 
     Priors evaluated, by label (rows ``<prefix>_one_step<suffix>``, ``<prefix>_dps<suffix>``):
-    ``ambient`` = ``prior`` (a checkpoint or exported prior) or else the shipped ``mri-knee-synthetic-r4``
-    (``use_shipped``, when it fits); ``ambient_this_run`` = trained here at ``acceleration`` (``train_here``);
+    ``ambient`` (``em`` for a prior trained by EM, :func:`prior_label`) = ``prior`` (a checkpoint or exported
+    prior) or else the shipped ``mri-knee-synthetic-r4`` (``use_shipped``, when it fits); ``ambient_this_run`` =
+    trained here at ``acceleration`` (``train_here``);
     with ``clean_baseline``: ``clean`` (shipped ``mri-knee-synthetic-clean``) and ``clean_this_run`` (trained
     here on fully sampled images, same network and budget). ``coils``: multi-coil synthetic volumes with that
     many coils (ESPIRiT maps, SENSE; no shipped prior fits them, so the in-run prior is the one evaluated).
@@ -419,14 +427,14 @@ def run(config: KneeRun, *, log: Callable[[str], None] = print) -> dict[str, Any
                 train_file, out / "train", preset, **training
             )
     if config.prior:
-        priors["ambient"] = load_prior(config.prior, map_location=device)
-        train_info["ambient"] = {"source": str(config.prior)}
+        prior = load_prior(config.prior, map_location=device)
+        priors[prior_label(prior)], train_info[prior_label(prior)] = prior, {"source": str(config.prior)}
     elif config.use_shipped and (
         shipped := shipped_prior(
             "mri-knee-synthetic-r4", config.preset, data=config.data, coils=config.coils, device=device, log=log
         )
     ):
-        priors["ambient"], train_info["ambient"] = shipped
+        priors[prior_label(shipped[0])], train_info[prior_label(shipped[0])] = shipped
     if config.clean_baseline:  # fully sampled images, same network and budget
         shipped = None
         if config.use_shipped:

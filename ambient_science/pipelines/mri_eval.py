@@ -12,8 +12,9 @@ Methods, per acceleration (one :func:`evaluate` call per test file):
   conservative for the prior; ``metrics["l1_wavelet"]["lam"]`` records it, ``"lam_interior"`` whether it lies
   inside the grid rather than at an end, where a wider grid could do better);
 * ``total_variation`` (when ``tv_lams`` is given): sigpy's TV reconstruction, ``λ`` picked the same way;
-* per prior labelled ``<prefix>[<suffix>]`` (``ambient``, ``clean``, either with ``_this_run``): the one-step
-  estimate ``<prefix>_one_step<suffix>`` (mean of ``one_step_draws`` draws of ``Ã_inf``) and the A-DPS
+* per prior labelled ``<prefix>[<suffix>]`` (``ambient``, ``em``, ``clean``, each with or without ``_this_run``):
+  the one-step estimate ``<prefix>_one_step<suffix>`` (mean of ``one_step_draws`` draws of ``Ã_inf``; not for a
+  clean-image prior of the ``clean`` family, e.g. one trained by EM: its network never saw a mask) and the A-DPS
   posterior mean ``<prefix>_dps<suffix>`` with its per-pixel std ``<prefix>_dps_std<suffix>`` (an image, no
   metric). A-DPS ends with a CG data-consistency step on single-coil files only: there ``AᴴA`` is a projection
   and the step replaces what was observed; with coils it is an ill-conditioned SENSE inversion, and the
@@ -173,8 +174,10 @@ def evaluate(
         generator = torch.Generator().manual_seed(seed)  # the same draws for every prior
         fallback = _once(l1_fallback(prior, A))
         # the fit test runs once, with A-DPS below; its report then decides the one-step estimate's safe mode
-        post_one = reconstruct(prior, lik, method="one_step", generator=generator, num_draws=one_step_draws,
-                               safe_mode="off")  # fmt: skip
+        one_step = _has_one_step(prior)
+        if one_step:
+            post_one = reconstruct(prior, lik, method="one_step", generator=generator, num_draws=one_step_draws,
+                                   safe_mode="off")  # fmt: skip
         settings = {} if _records_dps(prior) else dict(dps_defaults or {})
         post = reconstruct(
             prior, lik, method="dps", generator=generator, num_samples=dps_samples,
@@ -182,8 +185,9 @@ def evaluate(
             sampler_options=settings.get("options"), inference_operator=inference_operator,
             data_consistency="cg" if coils is None else "none", progress=progress, fallback=fallback,
         )  # fmt: skip
-        post_one = apply_safe_mode(post_one, lik, post.fit, "auto", fallback=fallback)
-        images[f"{prefix}_one_step{suffix}"] = post_one.mean
+        if one_step:
+            post_one = apply_safe_mode(post_one, lik, post.fit, "auto", fallback=fallback)
+            images[f"{prefix}_one_step{suffix}"] = post_one.mean
         images[f"{prefix}_dps{suffix}"], images[f"{prefix}_dps_std{suffix}"] = post.mean, post.std
         if post.fit is not None:
             fits[f"{prefix}_dps{suffix}"] = post.fit
@@ -196,6 +200,12 @@ def evaluate(
         metrics[name]["lam"] = lam
         metrics[name]["lam_interior"] = len(lams) > 2 and lams[0] < lam < lams[-1]
     return metrics, images
+
+
+def _has_one_step(prior: Prior) -> bool:
+    """Whether the one-step estimate (the denoiser through the test mask) means anything for ``prior``: not for a
+    prior of the ``clean`` family (``A = I``, e.g. trained by EM), whose network never saw a mask."""
+    return prior.family.name != "clean"
 
 
 def _records_dps(prior: Prior) -> bool:
@@ -245,17 +255,19 @@ def save_figure(
     import matplotlib.pyplot as plt
 
     first = next(iter(images_per_r.values()))
-    main = source if "ambient_dps" in first else "prior of this run"
-    if "ambient_dps" not in first:  # no shipped / --prior prior: the in-run prior fills the ambient columns
+    lead = "em" if "em_dps" in first else "ambient"  # the shipped / --prior prior's label
+    main = source if f"{lead}_dps" in first else "prior of this run"
+    if f"{lead}_dps" not in first:  # no shipped / --prior prior: the in-run prior fills the ambient columns
         images_per_r = {R: {k.removesuffix("_this_run"): v for k, v in im.items()} for R, im in images_per_r.items()}
+    kind = "EM" if lead == "em" else "ambient"
     columns = {
         "truth": "truth",
         "zero_filled": "zero-filled",
         "l1_wavelet": "L1-wavelet",
         "cg_sense": "CG-SENSE",
-        "ambient_one_step": f"ambient one-step\n({main})",
-        "ambient_dps": f"ambient A-DPS mean\n({main})",
-        "ambient_dps_std": f"A-DPS std\n({main})",
+        f"{lead}_one_step": f"{kind} one-step\n({main})",
+        f"{lead}_dps": f"{kind} A-DPS mean\n({main})",
+        f"{lead}_dps_std": f"A-DPS std\n({main})",
         "ambient_dps_this_run": "ambient A-DPS mean\n(prior of this run)",
         "clean_dps": "clean-trained A-DPS\n(shipped baseline)",
     }

@@ -202,6 +202,13 @@ def reconstruct(
     if method == "one_step":
         if not isinstance(likelihood, GaussianLikelihood):
             raise TypeError("the one-step estimate needs a linear GaussianLikelihood (it starts from Aᴴ y)")
+        if prior.family.name == "clean":
+            warnings.warn(
+                "the one-step estimate calls the denoiser through the test mask, but this is a clean-image prior "
+                "(family 'clean', e.g. trained by EM): its network never saw a mask, and on the aliased Aᴴ y it "
+                "only denoises; use method='dps'",
+                stacklevel=2,
+            )
         D = prior.denoiser(
             batch, generator=generator, num_draws=num_draws, inference_operator="test", test_operator=A, device=device
         )
