@@ -417,6 +417,15 @@ MRI_VARIANTS: tuple[tuple, ...] = (
      {"step_dc": "prox", "jacobian_sigma_min": 0.3}),
     ("4 samples x 20 steps from 10, prox per step, forward-only guidance below sigma 0.3, bfloat16 where native",
      4, 20, 1, 10.0, {"step_dc": "prox", "jacobian_sigma_min": 0.3, "precision": "auto"}),
+    # a clean-image prior (EM, issue #19) from sigma 80: the schedules of the clean baseline, made cheaper
+    ("4 samples x 48 steps from 80, prox per step, forward-only guidance below sigma 0.1", 4, 48, 1, 80.0,
+     {"step_dc": "prox", "jacobian_sigma_min": 0.1}),
+    ("4 samples x 32 steps from 80, prox per step, forward-only guidance below sigma 0.1", 4, 32, 1, 80.0,
+     {"step_dc": "prox", "jacobian_sigma_min": 0.1}),
+    ("4 samples x 24 steps from 80, prox per step, forward-only guidance below sigma 0.1", 4, 24, 1, 80.0,
+     {"step_dc": "prox", "jacobian_sigma_min": 0.1}),
+    ("4 samples x 24 steps from 20, prox per step, forward-only guidance below sigma 0.1", 4, 24, 1, 20.0,
+     {"step_dc": "prox", "jacobian_sigma_min": 0.1}),
 )  # fmt: skip
 
 

@@ -395,7 +395,7 @@ def main(argv=None) -> None:
                         "points) into --figure; no training, no evaluation")  # fmt: skip
     p.add_argument("--figure", default="", help="the figure's path (default <out>/curves.png)")
     p.add_argument("--shipped", action="store_true",
-                   help="also evaluate the shipped knee pair (mri-knee-synthetic-r4 / -clean: 1,152 training slices,\n"
+                   help="also evaluate the shipped knee pair (mri-knee-synthetic-r4-ambient / -clean: 1,152 slices,\n"
                         "136,000 images each) on the knee held-out slices with this protocol (their cards' sampler\n"
                         "settings set aside): points 'shipped_ambient' and 'shipped_clean'")  # fmt: skip
     args = p.parse_args(argv)
@@ -476,7 +476,7 @@ def main(argv=None) -> None:
         evaluate_shipped(out, args, ev, test_rs)
 
 
-SHIPPED = {"shipped_ambient": "mri-knee-synthetic-r4", "shipped_clean": "mri-knee-synthetic-clean"}
+SHIPPED = {"shipped_ambient": "mri-knee-synthetic-r4-ambient", "shipped_clean": "mri-knee-synthetic-clean"}
 
 
 def evaluate_shipped(out: Path, args, ev: str, test_rs: list[int]) -> None:

@@ -302,7 +302,7 @@ CASES: dict[str, tuple[Build, tuple[str, ...]]] = {
     "reconstruct flipped byte in a prior (copy)": (_reconstruct(_flipped_prior), ("weights.safetensors", "SHA-256")),
     "reconstruct broken prior.json (copy)": (_reconstruct(_broken_prior_json), ("prior.json", "unreadable")),
     "reconstruct prior of another family": (
-        _reconstruct(lambda t, s: str(pretrained.path("mri-knee-synthetic-r4"))),
+        _reconstruct(lambda t, s: str(pretrained.path("mri-knee-synthetic-r4-ambient"))),
         ("does not fit the measurements", "cartesian_mri", "pixel_mask"),
     ),
     "reconstruct measurements a directory": (_reconstruct(None, lambda t, s: str(t)), ("is a directory",)),

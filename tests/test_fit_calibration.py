@@ -15,7 +15,7 @@ from ambient_science.pipelines.mri_eval import targets_path
 from ambient_science.sampling.fit import calibrate_threshold, fit_settings
 from ambient_science.sampling.prior import load_prior
 
-PRIOR = "mri-knee-synthetic-r4"
+PRIOR = "mri-knee-synthetic-r4-ambient"
 
 
 @pytest.fixture(scope="module")

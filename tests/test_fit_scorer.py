@@ -14,12 +14,12 @@ from ambient_science.cli import main
 from ambient_science.datasets.measurements import save_measurements
 from ambient_science.datasets.synthetic_knee import knee_phantom
 from ambient_science.operators import CartesianMRIFamily, CleanFamily
-from ambient_science.sampling.fit import check_fit, fit_scorer
+from ambient_science.sampling.fit import check_fit, fit_applies, fit_scorer
 from ambient_science.sampling.likelihoods import GaussianLikelihood
 from ambient_science.sampling.prior import Prior, load_prior
 from ambient_science.sampling.reconstruction import reconstruct
 
-AMBIENT = "mri-knee-synthetic-r4"
+AMBIENT = "mri-knee-synthetic-r4-ambient"
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -59,6 +59,13 @@ def test_a_clean_prior_is_scored_by_its_scorer_with_its_own_threshold():
     with pytest.warns(UserWarning, match="does not fit 2 of 2"):
         post = reconstruct(clean, lik, method="dps", steps=2, num_samples=1, generator=torch.Generator().manual_seed(0))
     assert post.fit is not None and post.fit.fires.all()
+    # measurements of the prior's own family (the identity), which the knee scorer cannot score: no test
+    I = clean.family.sample(2, generator=torch.Generator().manual_seed(0))
+    own = GaussianLikelihood(I, I(lik.backprojection()), 0.01)
+    assert not fit_applies(clean, own) and fit_applies(clean, lik)
+    assert reconstruct(clean, own, method="dps", steps=2, num_samples=1, generator=torch.Generator()).fit is None
+    with pytest.raises(ValueError, match="scores measurements of that family only"):
+        check_fit(clean, own, generator=torch.Generator())
     bare = _clean_prior({})
     assert fit_scorer(bare) is None
     post = reconstruct(bare, lik, method="dps", steps=2, num_samples=1, generator=torch.Generator().manual_seed(0))

@@ -25,7 +25,8 @@ from ambient_science.training.checkpoint import CheckpointError, is_exported_pri
 from ambient_science.training.config import _toml_loads
 
 ROOT = Path(__file__).resolve().parents[1]
-EXPECTED = {"mri-knee-synthetic-r4", "mri-knee-synthetic-clean", "black-hole-eht2017-32"}
+EXPECTED = {"mri-knee-synthetic-r4", "mri-knee-synthetic-r4-ambient", "mri-knee-synthetic-clean",
+            "black-hole-eht2017-32"}
 SHIPPED = pretrained.available()
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -171,15 +171,18 @@ def build_card(run_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
         "config_text": args.config.read_text(),
         "command": f"ambient-science train {args.config.as_posix()}",
         "exported": time.strftime("%Y-%m-%d"),
-        **({"em": _em_card(config, run_root)} if method == "em" else {}),
+        **({"em": _em_card(args.config, run_root)} if method == "em" else {}),
     }
 
 
-def _em_card(config: dict[str, Any], run_root: Path) -> dict[str, Any]:
-    """What an EM prior cost beyond its M-step images: the E-steps (network passes, seconds) and the initial prior."""
+def _em_card(config_file: Path, run_root: Path) -> dict[str, Any]:
+    """What an EM prior cost beyond its M-step images: the E-steps (network passes, seconds, from the run) and the
+    initial prior (from the committed config's ``[em]``; the run's ``config.json`` holds the M-steps' config)."""
+    import tomllib
+
     from ambient_science.training.em import em_compute
 
-    em = config.get("em", {})
+    em = tomllib.loads(config_file.read_text()).get("em", {})
     return {**em_compute(run_root), "init_prior": em.get("init_prior", ""),
             "images_per_round": em.get("images_per_round")}  # fmt: skip
 
@@ -253,7 +256,7 @@ def run(args: argparse.Namespace) -> int:
     card = build_card(args.run, args)  # errors: one line, exit 2 (ambient_science.cli)
     out = export_prior(args.run, target, card=card, overwrite=args.overwrite, fit_scorer=args.fit_scorer)
     readme = render_cards(args.out_root)
-    size = sum(f.stat().st_size for f in out.iterdir()) / 1e6
+    size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file()) / 1e6
     print(f"exported {args.name} ({card['kind']}, {card['images_seen']:,} images seen) to {out} ({size:.1f} MB)")
     print(f"model cards: {readme}")
     return 0

@@ -71,6 +71,7 @@ __all__ = [
     "apply_safe_mode",
     "calibrate_threshold",
     "check_fit",
+    "fit_applies",
     "fit_scorer",
     "fit_settings",
     "shrink_to_data",
@@ -170,6 +171,23 @@ def fit_scorer(prior: Prior) -> Prior | None:
     return cached
 
 
+def fit_applies(prior: Prior, likelihood: Any) -> bool:
+    """Whether :func:`check_fit` can test ``prior`` on ``likelihood``: a :class:`GaussianLikelihood` of a masked
+    operator (:class:`SubsampledOperator`), a scorer (:func:`fit_scorer`), and — when the scorer is another prior —
+    an operator of the scorer's family (its family rebuilds it from its parameters: e.g. Cartesian MRI masks for a
+    knee scorer, not the identity of a clean-image prior's own family)."""
+    A = getattr(likelihood, "A", None)
+    if not isinstance(likelihood, GaussianLikelihood) or not isinstance(A, SubsampledOperator):
+        return False
+    scorer = fit_scorer(prior)
+    if scorer is None or scorer is prior:
+        return scorer is not None
+    try:
+        return type(scorer.family.make(A.params())) is type(A)
+    except (KeyError, ValueError, TypeError, RuntimeError, NotImplementedError):
+        return False
+
+
 def _holdout_operator(prior: Prior, A: SubsampledOperator, fraction: float, generator: torch.Generator):
     config = prior.family.config()
     if "drop_fraction" not in config:
@@ -243,6 +261,11 @@ def check_fit(
             f"the fit test needs a prior whose family further corrupts by dropping measured entries (drop_fraction: "
             f"Cartesian MRI, pixel masks) or a \"fit\" entry naming such a scorer; this prior's family is "
             f"{prior.family.name!r} and it names none"
+        )
+    if scorer is not prior and not fit_applies(prior, likelihood):
+        raise ValueError(
+            f"the fit scorer of this prior is a {scorer.family.name!r} prior; it scores measurements of that family "
+            f"only, got {type(getattr(likelihood, 'A', None)).__name__}"
         )
     levels = tuple(float(s) for s in (settings["levels"] if levels is None else levels))
     fraction = float(settings["fraction"] if fraction is None else fraction)

@@ -55,7 +55,7 @@ from ambient_science.linop import SubsampledOperator
 from ambient_science.precision import check_precision
 from ambient_science.sampling.daps import sample_daps
 from ambient_science.sampling.dps import sample_adps
-from ambient_science.sampling.fit import FitReport, apply_safe_mode, check_fit, fit_scorer
+from ambient_science.sampling.fit import FitReport, apply_safe_mode, check_fit, fit_applies
 from ambient_science.sampling.likelihoods import GaussianLikelihood, Likelihood
 from ambient_science.sampling.posterior import PosteriorSummary, sample_posterior, summarize
 from ambient_science.sampling.prior import Prior
@@ -307,13 +307,7 @@ def _fit_report(prior: Prior, likelihood: Likelihood, generator: torch.Generator
     """The fit test when it applies (linear Gaussian likelihood of a masked operator; a mask-family prior with a
     further corruption, or one whose fit entry names a scorer: :func:`~ambient_science.sampling.fit.fit_scorer`),
     with a warning when images fire; ``None`` otherwise or when ``safe_mode="off"``."""
-    applies = (
-        safe_mode != "off"
-        and isinstance(likelihood, GaussianLikelihood)
-        and isinstance(likelihood.A, SubsampledOperator)
-        and fit_scorer(prior) is not None
-    )
-    if not applies:
+    if safe_mode == "off" or not fit_applies(prior, likelihood):
         return None
     # its own stream, seeded from the caller's seed without advancing the caller's generator (the samples stay
     # those of safe_mode="off")
