@@ -12,8 +12,10 @@ metrics. A-DPS also runs the prior's fit test (``fit_fired_fraction``; ambient_s
 Two priors by default, both trained from R = 4 undersampled k-space only:
 
 * the **shipped** prior ``mri-knee-synthetic-r4`` (``ambient_science.pretrained``; trained by this library for
-  much longer than a demo allows, on other synthetic volumes; its model card says how long) -> rows
-  ``ambient_one_step`` and ``ambient_dps``;
+  much longer than a demo allows, on other synthetic volumes, by EM from the ambient prior
+  ``mri-knee-synthetic-r4-ambient``; its model card says how long) -> row ``em_dps`` (a clean-image prior: no
+  one-step estimate; ``--prior ambient_science/pretrained/mri-knee-synthetic-r4-ambient`` gives the ambient
+  prior's rows ``ambient_one_step`` and ``ambient_dps``);
 * a short prior trained **in this run** (the trainer demonstration, with its progress bar) -> rows
   ``ambient_one_step_this_run`` and ``ambient_dps_this_run``.
 
@@ -22,9 +24,9 @@ the network was trained to denoise what a further-corrupted mask kept and to fil
 of ones it denoises every column (an extrapolation beyond its training law, in which something was always
 hidden). Through a training-law mask (``law``) or a further corruption of the test mask (``test``) it sees
 a fifth of k-space at every step. Chosen on held-out VALIDATION volumes (``--seed 7``: volumes 10007-10010,
-not the test volumes), R = 4, A-DPS mean of 4, the shipped prior: ``python examples/mri_knee.py --no-training
---seed 7 --test-accelerations 4 --inference-operator law`` gives 21.82 dB, ``... full`` 22.99 dB (zero-filled
-16.76 dB).
+not the test volumes), R = 4, A-DPS mean of 4, the shipped ambient prior of then: ``python examples/mri_knee.py
+--no-training --seed 7 --test-accelerations 4 --inference-operator law`` gave 21.82 dB, ``... full`` 22.99 dB
+(zero-filled 16.76 dB). (For a clean-image prior such as the EM one, every choice is the identity.)
 
 Run (offline, built-in SYNTHETIC knee-like phantoms, a 2-core CPU, about 10 minutes)::
 
@@ -56,7 +58,8 @@ in-run budget, rows ``clean_*_this_run``), ``--quick`` (a tiny configuration for
 
 Writes to ``--out``: ``metrics.json`` (per R and method: PSNR, SSIM, NMSE; per prior under ``train``: where it
 came from, steps, images seen, seconds), ``reconstructions.png`` (truth, zero-filled, L1-wavelet, the
-shipped prior's one-step and A-DPS mean and std, the in-run prior's A-DPS mean, per R), the training run
+shipped prior's A-DPS mean and std (and one-step, for an ambient one), the in-run prior's A-DPS mean, per R), the
+training run
 (checkpoints, ``metrics.jsonl``), and the prepared measurement files (``data/``).
 
 The steps are library functions (:mod:`ambient_science.pipelines.mri`: ``source_volumes``, ``prepare_volumes``,

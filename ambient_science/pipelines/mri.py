@@ -1,4 +1,4 @@
-"""Knee MRI from undersampled k-space only: volumes -> measurement files -> ambient prior -> reconstructions ->
+"""Knee MRI from undersampled k-space only: volumes -> measurement files -> priors -> reconstructions ->
 fastMRI metrics (docs/design.md §5–§8).
 
 The steps, each a function a user can call on its own:
@@ -25,7 +25,7 @@ shipped prior's 64 × 64 grid of 128 × 128 synthetic volumes), ``gpu`` (full-re
 
     >>> from ambient_science.pipelines import mri
     >>> metrics = mri.run(mri.KneeRun(out="runs/mri_knee", test_accelerations=(4,)))   # doctest: +SKIP
-    >>> metrics["test"]["4"]["ambient_dps"]["psnr"]                                     # doctest: +SKIP
+    >>> metrics["test"]["4"]["em_dps"]["psnr"]        # the shipped EM prior's row   # doctest: +SKIP
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
     >>> from ambient_science import pretrained
     >>> pretrained.available()                                   # doctest: +SKIP
-    ['black-hole-eht2017-32', 'mri-knee-synthetic-clean', 'mri-knee-synthetic-r4']
+    ['black-hole-eht-64', 'black-hole-eht2017-32', 'mri-knee-synthetic-clean', 'mri-knee-synthetic-r4', ...]
     >>> prior = pretrained.load("mri-knee-synthetic-r4")          # doctest: +SKIP
     >>> pretrained.card("mri-knee-synthetic-r4")["images_seen"]   # doctest: +SKIP
 
@@ -12,8 +12,10 @@ Each prior is a directory ``<name>/`` beside this file with ``weights.safetensor
 corruption law, network, budget, machine, the exact commands and the commit that trained each prior.
 
 The card's ``kind`` is ``"ambient"`` (trained from undersampled / sparse measurements; the card's
-``corruption`` names the law) or ``"clean"`` (a baseline trained on fully sampled images, ``corruption`` is
-``"none"``). Exporting refuses an ``"ambient"`` label on data that were not corrupted.
+``corruption`` names the law), ``"em"`` (a clean-image prior trained by EM from such measurements, e.g. from an
+ambient prior; its fit test is scored by the ambient prior copied into its ``fit_scorer/``) or ``"clean"`` (a
+baseline trained on fully sampled images, ``corruption`` is ``"none"``). Exporting refuses an ``"ambient"`` or
+``"em"`` label on data that were not corrupted.
 
 Any path accepted by ``--prior`` or :func:`ambient_science.sampling.prior.load_prior` may also be such a directory.
 """
