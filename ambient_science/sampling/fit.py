@@ -259,7 +259,7 @@ def check_fit(
     if scorer is None:
         raise ValueError(
             f"the fit test needs a prior whose family further corrupts by dropping measured entries (drop_fraction: "
-            f"Cartesian MRI, pixel masks) or a \"fit\" entry naming such a scorer; this prior's family is "
+            f"Cartesian MRI) or a \"fit\" entry naming such a scorer; this prior's family is "
             f"{prior.family.name!r} and it names none"
         )
     if scorer is not prior and not fit_applies(prior, likelihood):
