@@ -178,11 +178,10 @@ def build_card(run_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
 def _em_card(config_file: Path, run_root: Path) -> dict[str, Any]:
     """What an EM prior cost beyond its M-step images: the E-steps (network passes, seconds, from the run) and the
     initial prior (from the committed config's ``[em]``; the run's ``config.json`` holds the M-steps' config)."""
-    import tomllib
-
+    from ambient_science.training.config import load_config_file
     from ambient_science.training.em import em_compute
 
-    em = tomllib.loads(config_file.read_text()).get("em", {})
+    em = load_config_file(config_file).get("em", {})
     return {**em_compute(run_root), "init_prior": em.get("init_prior", ""),
             "images_per_round": em.get("images_per_round")}  # fmt: skip
 

@@ -428,13 +428,15 @@ def run(config: KneeRun, *, log: Callable[[str], None] = print) -> dict[str, Any
             )
     if config.prior:
         prior = load_prior(config.prior, map_location=device)
-        priors[prior_label(prior)], train_info[prior_label(prior)] = prior, {"source": str(config.prior)}
+        label = prior_label(prior)
+        priors[label], train_info[label] = prior, {"source": str(config.prior)}
     elif config.use_shipped and (
         shipped := shipped_prior(
             "mri-knee-synthetic-r4", config.preset, data=config.data, coils=config.coils, device=device, log=log
         )
     ):
-        priors[prior_label(shipped[0])], train_info[prior_label(shipped[0])] = shipped
+        label = prior_label(shipped[0])
+        priors[label], train_info[label] = shipped
     if config.clean_baseline:  # fully sampled images, same network and budget
         shipped = None
         if config.use_shipped:
