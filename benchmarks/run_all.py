@@ -2,8 +2,9 @@
 
 Sections: SENSE vs sigpy; visibilities vs ehtim and torchkbnufft; closure quantities and χ² vs ehtim;
 ambient vs EDM training step; sampler steps vs one network forward; the quality tables of the examples
-(``runs/<example>/metrics.json`` when they exist); a GPU section when CUDA is present. Optional tools
-(ehtim, torchkbnufft) are called when importable and their rows skipped otherwise.
+(``runs/<example>/metrics.json`` when they exist, else the committed ``docs/<example>_metrics.json``); a GPU
+section when CUDA is present. Optional tools (ehtim, torchkbnufft) are called when importable and their rows skipped
+otherwise.
 
 Run from the repository root:
 
@@ -135,12 +136,15 @@ def quality_section(runs_dir: Path) -> dict[str, Any]:
 
     sec = section(
         "Quality tables of the examples",
-        f"Read from `{_rel(runs_dir)}/<example>/metrics.json` when the example has run.",
+        f"Read from `{_rel(runs_dir)}/<example>/metrics.json` when the example has run there, else from "
+        "`docs/<example>_metrics.json`, the copy of the run behind the README's tables.",
         [("example", "example"), ("status", "status")],
     )
     sec["tables"] = {}
     for name, title in EXAMPLES.items():
         path = runs_dir / name / "metrics.json"
+        if not path.is_file():
+            path = ROOT / "docs" / f"{name}_metrics.json"
         if not path.is_file():
             sec["rows"].append({"example": name, "status": "not run"})
             continue

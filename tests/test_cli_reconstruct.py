@@ -49,6 +49,20 @@ def test_reconstruct_writes_outputs(trained, method, tmp_path):
     assert main(args) == 2  # outputs are never overwritten: one line, exit 2
 
 
+@pytest.mark.slow
+def test_reconstruct_warm_start(trained, tmp_path):
+    out = tmp_path / "warm"
+    args = ["reconstruct", "--checkpoint", str(trained / "run"), "--measurements", str(trained / "m.h5"),
+            "--out", str(out), "--num-samples", "2", "--steps", "4", "--indices", "0:2", "--start", "data",
+            "--sigma-max", "1.5", "--no-progress"]  # fmt: skip
+    assert main(args) == 0
+    with h5py.File(out / "reconstructions.h5") as f:
+        settings = json.loads(f.attrs["settings"])
+        assert torch.isfinite(torch.from_numpy(f["mean"][:])).all()
+    assert settings["start"] == "data" and settings["sigma_max"] == 1.5
+    assert main([*args[:6], str(tmp_path / "bad"), *args[7:-3], "--sigma-max", "-1"]) == 2
+
+
 def test_indices_parsing_and_errors():
     assert parse_indices("all", 3) == [0, 1, 2]
     assert parse_indices("1:", 3) == [1, 2]

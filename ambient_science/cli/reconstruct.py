@@ -52,6 +52,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "the test operator itself (measurement); default: recommended",
     )
     parser.add_argument(
+        "--sigma-max",
+        type=_positive_float,
+        default=None,
+        help="first noise level of the schedule (default: recommended, else 80 for A-DPS, 10 for DAPS)",
+    )
+    parser.add_argument(
+        "--start",
+        choices=("noise", "data"),
+        default=None,
+        help="where the samplers start at --sigma-max: pure noise, or the minimum-norm fit of the data plus noise "
+        "(a warm start: use it with a low --sigma-max and fewer --steps); default: recommended, else noise",
+    )
+    parser.add_argument(
         "--sigma-min",
         type=float,
         default=None,
@@ -166,7 +179,9 @@ def run(args: argparse.Namespace) -> int:
             num_samples=args.num_samples,
             steps=args.steps,
             inference_operator=args.inference_operator,
+            sigma_max=args.sigma_max,
             sigma_min=args.sigma_min,
+            start=args.start,
             num_draws=args.num_draws,
             data_consistency=args.data_consistency,
             safe_mode=args.safe_mode,
