@@ -27,14 +27,15 @@ def _pixel_case(sigma_n=0.1):
 
 def test_data_start_is_the_minimum_norm_fit():
     _, lik, A = _pixel_case()
-    torch.testing.assert_close(_start_point("data", lik, 2), A.H(lik.y))  # a pixel mask: the zero-filled image
+    real = torch.float32
+    torch.testing.assert_close(_start_point("data", lik, (2, 1, 8, 8), real), A.H(lik.y))  # pixel mask: zero-filled
     g = torch.Generator().manual_seed(0)
     family = CartesianMRIFamily((1, 16, 16), acceleration=4, center_fraction=0.1)
     A = family.sample(2, generator=g)
     y = A(torch.randn(2, 1, 16, 16, dtype=torch.complex64, generator=g))
-    x0 = _start_point("data", GaussianLikelihood(A, y, sigma=0.01), 2)
+    x0 = _start_point("data", GaussianLikelihood(A, y, sigma=0.01), (2, 1, 16, 16), torch.complex64)
     torch.testing.assert_close(x0, A.H(y), atol=1e-5, rtol=1e-5)  # single-coil Cartesian: zero-filled
-    assert _start_point("noise", lik, 2) is None
+    assert _start_point("noise", lik, (2, 1, 8, 8), real) is None
 
 
 def test_sampler_starts_at_the_estimate_plus_noise(monkeypatch):
@@ -92,11 +93,14 @@ def test_bad_starts_are_refused_clearly():
     kw = dict(method="dps", steps=2, num_samples=1, progress=False, safe_mode="off")
     with pytest.raises(ValueError, match="start must be"):
         reconstruct(prior, lik, generator=torch.Generator(), start="zeros", **kw)
-    with pytest.raises(ValueError, match=r"\(B, C, H, W\) tensor with B = 2"):
+    with pytest.raises(ValueError, match=r"the prior's image shape \(2, 1, 8, 8\), got \(1, 1, 8, 8\)"):
         reconstruct(prior, lik, generator=torch.Generator(), start=lambda likelihood: torch.zeros(1, 1, 8, 8), **kw)
+    with pytest.raises(ValueError, match="complex"):
+        reconstruct(prior, lik, generator=torch.Generator(), **kw,
+                    start=lambda likelihood: torch.zeros(2, 1, 8, 8, dtype=torch.complex64))  # fmt: skip
     with pytest.raises(ValueError, match="NaN"):
         reconstruct(prior, lik, generator=torch.Generator(), **kw,
                     start=lambda likelihood: torch.full((2, 1, 8, 8), torch.nan))  # fmt: skip
     nonlinear = FunctionLikelihood(lambda x: (x**2).sum(dim=(1, 2, 3)))
     with pytest.raises(TypeError, match="linear GaussianLikelihood"):
-        _start_point("data", nonlinear, 2)
+        _start_point("data", nonlinear, (2, 1, 8, 8), torch.float32)

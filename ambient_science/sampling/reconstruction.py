@@ -241,7 +241,8 @@ def reconstruct(
         sigma_max = recommended.get("sigma_max", 10.0 if method == "daps" else 80.0)
     s_max = sigma_max
     sigmas = edm_sigmas(steps, sigma_min=min(s_min, s_max), sigma_max=s_max, device=device)
-    x_start = _start_point(start if start is not None else recommended.get("start", "noise"), likelihood, batch)
+    x_start = _start_point(start if start is not None else recommended.get("start", "noise"), likelihood,
+                           (batch, C, H, W), prior.family.image_dtype())  # fmt: skip
 
     def draw(g: torch.Generator, callback, copies: int = 1) -> torch.Tensor:
         """``copies`` posterior samples of the whole batch in one sampler run (batch ``copies·B``, copy-major)."""
@@ -288,9 +289,13 @@ def reconstruct(
 
 
 def _start_point(
-    start: str | Callable[[Likelihood], torch.Tensor], likelihood: Likelihood, batch: int
+    start: str | Callable[[Likelihood], torch.Tensor],
+    likelihood: Likelihood,
+    shape: tuple[int, ...],
+    dtype: torch.dtype,
 ) -> torch.Tensor | None:
-    """``x₀`` of :func:`reconstruct`'s ``start`` (detached), or ``None`` for ``"noise"``."""
+    """``x₀`` of :func:`reconstruct`'s ``start`` (detached, ``shape`` and the prior's image ``dtype``), or ``None``
+    for ``"noise"``."""
     if callable(start):
         with torch.no_grad():
             x0 = start(likelihood)
@@ -300,17 +305,18 @@ def _start_point(
     elif start == "data":
         if not isinstance(likelihood, GaussianLikelihood):
             raise TypeError(f'start="data" needs a linear GaussianLikelihood, got {type(likelihood).__name__}')
-        A = likelihood.A
-        x0 = likelihood.data_consistency(torch.zeros(A.ishape, dtype=likelihood.y.dtype, device=likelihood.y.device))
+        x0 = likelihood.data_consistency(torch.zeros(likelihood.A.ishape, dtype=dtype, device=likelihood.y.device))
         what = 'start="data"'
     else:
         raise ValueError(f'start must be "noise", "data" or a function of the likelihood, got {start!r}')
-    if not isinstance(x0, torch.Tensor) or x0.ndim != 4 or x0.shape[0] != batch:
-        raise ValueError(f"{what} must give a (B, C, H, W) tensor with B = {batch}, got "
+    if not isinstance(x0, torch.Tensor) or tuple(x0.shape) != tuple(shape):
+        raise ValueError(f"{what} must give a tensor of the prior's image shape {tuple(shape)}, got "
                          f"{tuple(x0.shape) if isinstance(x0, torch.Tensor) else type(x0).__name__}")  # fmt: skip
+    if x0.is_complex() and not dtype.is_complex:
+        raise ValueError(f"{what} is complex ({x0.dtype}) but the prior's images are real ({dtype})")
     if not bool(torch.isfinite(torch.view_as_real(x0) if x0.is_complex() else x0).all()):
         raise ValueError(f"{what} has NaN or infinite values")
-    return x0.detach()
+    return x0.detach().to(dtype)
 
 
 def _tiler(prior: Prior, likelihood: Likelihood, A: SubsampledOperator | None):
