@@ -226,6 +226,12 @@ class SubsampledOperator(LinearOperator):
     def params(self) -> dict[str, Tensor]:
         """Per-sample tensors (batch first) from which the operator's family rebuilds it (``family.make``)."""
 
+    def tile(self, copies: int) -> SubsampledOperator:
+        """The batch repeated ``copies`` times (copy-major: sample ``b`` of copy ``k`` at ``k·B + b``), for drawing
+        several posterior samples in one run; ``NotImplementedError`` where the operator does not provide it
+        (then a family's ``make`` may rebuild it from ``params()``)."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement tile()")
+
     def num_observed(self) -> Tensor:
         """Number of observed measurement entries per sample, ``(B,)`` float."""
         m = torch.broadcast_to(self.observed, self.oshape)

@@ -455,6 +455,9 @@ MRI_VARIANTS: tuple[tuple, ...] = (
      {"step_dc": "prox", "jacobian_sigma_min": 0.1, "start": "data", "sigma_min": 0.01, "precision": "auto"}),
     ("4 samples x 16 steps from 2 to 0.01, start zero-filled, prox per step, forward-only guidance below sigma 0.1",
      4, 16, 1, 2.0, {"step_dc": "prox", "jacobian_sigma_min": 0.1, "start": "data", "sigma_min": 0.01}),
+    # a clean-image prior's samples in one batch (the Cartesian operator tiles itself)
+    ("4 samples x 32 steps from 80, prox per step, forward-only guidance below sigma 0.1, the 4 samples in one batch",
+     4, 32, None, 80.0, {"step_dc": "prox", "jacobian_sigma_min": 0.1}),
 )  # fmt: skip
 
 

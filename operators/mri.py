@@ -88,6 +88,13 @@ def _times_maps(z: Tensor, maps: Tensor) -> Tensor:
     return z * maps if maps.requires_grad else z.mul_(maps)
 
 
+def _repeat(t: Tensor, copies: int) -> Tensor:
+    """``t`` repeated ``copies`` times along its first (batch) axis."""
+    if copies < 1:
+        raise ValueError(f"copies must be >= 1, got {copies}")
+    return t.repeat(copies, *([1] * (t.ndim - 1)))
+
+
 def _as_complex(x: Tensor) -> Tensor:
     return x if x.is_complex() else x.to(torch.complex64)
 
@@ -370,6 +377,11 @@ class CartesianMRI(SubsampledOperator):
             )
         mask = kept[:, 0, 0, :] if kept.shape[2] == 1 else kept[:, 0]
         return CartesianMRI(mask, self.coil_maps, self.ishape[1:])
+
+    def tile(self, copies: int) -> CartesianMRI:
+        """The batch repeated ``copies`` times, copy-major (mask and coil maps repeated)."""
+        maps = None if self.coil_maps is None else _repeat(self.coil_maps, copies)
+        return CartesianMRI(_repeat(self.mask, copies), maps, self.ishape[1:])
 
     def params(self) -> dict[str, Tensor]:
         """``{"mask": (B, W) or (B, H, W)}`` plus ``"coil_maps": (B, C, H, W)`` when multi-coil."""

@@ -80,6 +80,12 @@ class PixelMask(SubsampledOperator):
     def restrict(self, keep: Tensor) -> PixelMask:
         return PixelMask(self.mask * keep.to(self.mask), self.ishape[1:])
 
+    def tile(self, copies: int) -> PixelMask:
+        """The batch repeated ``copies`` times, copy-major."""
+        if copies < 1:
+            raise ValueError(f"copies must be >= 1, got {copies}")
+        return PixelMask(self.mask.repeat(copies, *([1] * (self.mask.ndim - 1))), self.ishape[1:])
+
     def params(self) -> dict[str, Tensor]:
         return {"mask": self.mask}
 

@@ -1,5 +1,6 @@
 """reconstruct(sample_batch=...): posterior samples drawn in one batched sampler run (issue #21)."""
 
+import pytest
 import torch
 
 from ambient_science.linop import Identity
@@ -77,8 +78,6 @@ def test_adps_without_jacobian_equals_adps_for_an_identity_jacobian():
 
 
 def test_precision_reaches_the_samplers_network_and_is_checked():
-    import pytest
-
     seen = []
 
     class Probe(Shrink):  # records whether its call runs under autocast
@@ -99,3 +98,41 @@ def test_precision_reaches_the_samplers_network_and_is_checked():
     assert set(seen) == {True}
     with pytest.raises(ValueError, match="precision"):
         reconstruct(prior, lik, method="dps", steps=3, progress=False, precision="half", generator=torch.Generator())
+
+
+def test_operators_tile_copy_major():
+    from ambient_science.operators import CartesianMRIFamily
+
+    g = torch.Generator().manual_seed(0)
+    for A, dtype in ((PixelMaskFamily((1, 6, 6), p=0.5).sample(3, generator=g), torch.float32),
+                     (CartesianMRIFamily((1, 8, 8), acceleration=4, center_fraction=0.1).sample(3, generator=g),
+                      torch.complex64),
+                     (CartesianMRIFamily((1, 8, 8), acceleration=4, center_fraction=0.1, num_coils=2).sample(
+                         3, generator=g), torch.complex64)):  # fmt: skip
+        T = A.tile(2)
+        assert type(T) is type(A) and T.batch_size == 6
+        x = torch.randn(6, 1, *A.ishape[2:], generator=g).to(dtype)
+        torch.testing.assert_close(T(x), torch.cat([A(x[:3]), A(x[3:])]))
+        y = T(x)
+        torch.testing.assert_close(T.H(y), torch.cat([A.H(y[:3]), A.H(y[3:])]))
+        with pytest.raises(ValueError, match="copies must be >= 1"):
+            A.tile(0)
+
+
+def test_clean_prior_batches_the_samples_of_an_operator_that_tiles_itself():
+    # an EM (clean-family) prior cannot rebuild a Cartesian operator from params; the operator tiles itself
+    from ambient_science.operators import CartesianMRIFamily
+
+    g = torch.Generator().manual_seed(0)
+    A = CartesianMRIFamily((1, 8, 8), acceleration=4, center_fraction=0.1).sample(2, generator=g)
+    lik = GaussianLikelihood(A, A(torch.randn(2, 1, 8, 8, dtype=torch.complex64, generator=g)), sigma=0.1)
+    prior = Prior(Shrink(), CleanFamily((1, 8, 8), is_complex=True))
+    tile = _tiler(prior, lik, A)
+    assert tile is not None
+    A3, lik3 = tile(3)
+    assert A3.batch_size == 6
+    x = torch.randn(6, 1, 8, 8, dtype=torch.complex64, generator=g)
+    torch.testing.assert_close(lik3.loss(x), torch.cat([lik.loss(x[:2]), lik.loss(x[2:4]), lik.loss(x[4:])]))
+    post = reconstruct(prior, lik, method="dps", num_samples=3, steps=4, progress=False, safe_mode="off",
+                       sample_batch=None, generator=torch.Generator().manual_seed(0))  # fmt: skip
+    assert post.samples.shape == (3, 2, 1, 8, 8) and torch.isfinite(post.std).all()

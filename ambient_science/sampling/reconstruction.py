@@ -169,11 +169,13 @@ def reconstruct(
         sampler_options: extra keyword arguments of the sampler (e.g. ``zeta``, ``langevin_steps``, ``step_dc``);
             they override the recommended ``"options"`` key by key (``{"step_dc": None}`` turns a recorded one off).
         sample_batch: posterior samples drawn together in one sampler run of batch ``sample_batch·B`` (default 1:
-            one run per sample, which needs the least memory; ``None``: all ``num_samples`` at once — on a CPU no
-            faster, measured with ``benchmarks/bench_sampling.py --mri``; on a GPU untested). The
+            one run per sample, which needs the least memory; ``None``: all ``num_samples`` at once — on a CPU
+            slower, measured with ``benchmarks/bench_sampling.py --mri`` (the shipped knee prior's 16 slices: 41.9 /
+            40.9 s against 36.6 / 34.8 s one sample per run at R = 4 / 8); on a GPU untested). The
             samples of a batched run are as independent as those of separate runs (own ``Ã_inf`` draws, own
             noise) but come from another random stream, so a given seed gives other samples. Applies to a linear
-            Gaussian likelihood of a :class:`~ambient_science.linop.SubsampledOperator` that the prior's family
+            Gaussian likelihood of a :class:`~ambient_science.linop.SubsampledOperator` that tiles itself
+            (``A.tile``: pixel masks, Cartesian MRI, also under a clean-image prior) or that the prior's family
             rebuilds (``family.make``); otherwise one sample per run.
         precision: the network's arithmetic in the samplers (:data:`~ambient_science.precision.PRECISIONS`:
             ``"float32"``, ``"bfloat16"`` autocast, ``"auto"``: bfloat16 where the device computes it natively);
@@ -321,25 +323,30 @@ def _start_point(
 
 def _tiler(prior: Prior, likelihood: Likelihood, A: SubsampledOperator | None):
     """``copies -> (A tiled, likelihood tiled)`` (the batch repeated ``copies`` times, copy-major) when
-    :func:`reconstruct` can batch posterior samples: a linear Gaussian likelihood of a masked operator that the
-    prior's family rebuilds exactly from its ``params()``; ``None`` otherwise."""
+    :func:`reconstruct` can batch posterior samples: a linear Gaussian likelihood of a masked operator that tiles
+    itself (``A.tile``) or that the prior's family rebuilds exactly from its ``params()`` (checked on a probe);
+    ``None`` otherwise."""
     if not (isinstance(likelihood, GaussianLikelihood) and likelihood.A is A and isinstance(A, SubsampledOperator)):
         return None
 
     def rep(t: torch.Tensor, copies: int) -> torch.Tensor:
         return t.repeat(copies, *([1] * (t.ndim - 1)))
 
-    def make(copies: int) -> SubsampledOperator:
+    def rebuilt_by_family(copies: int) -> SubsampledOperator:
         return prior.family.make({k: rep(v, copies) for k, v in A.params().items()})
 
-    try:
-        rebuilt = make(1)
-        probe = torch.randn(A.ishape, generator=torch.Generator().manual_seed(0)).to(likelihood.y.device)
-        probe = probe.to(prior.family.image_dtype())
-        same = type(rebuilt) is type(A) and torch.allclose(rebuilt(probe), A(probe), rtol=1e-4, atol=1e-6)
-    except (NotImplementedError, KeyError, ValueError, TypeError, RuntimeError, AttributeError):  # not rebuilt
-        return None
-    if not same:
+    probe = torch.randn(A.ishape, generator=torch.Generator().manual_seed(0)).to(likelihood.y.device)
+    probe = probe.to(prior.family.image_dtype())
+    make = None
+    for candidate in (A.tile, rebuilt_by_family):
+        try:
+            once = candidate(1)
+            if type(once) is type(A) and torch.allclose(once(probe), A(probe), rtol=1e-4, atol=1e-6):
+                make = candidate
+                break
+        except (NotImplementedError, KeyError, ValueError, TypeError, RuntimeError, AttributeError):  # not rebuilt
+            continue
+    if make is None:
         return None
 
     def tile(copies: int) -> tuple[SubsampledOperator, GaussianLikelihood]:
