@@ -29,6 +29,7 @@ __all__ = [
     "SubsampledOperator",
     "batch_dot",
     "conjugate_gradient",
+    "repeat_batch",
 ]
 
 Shape = tuple[int, ...]
@@ -236,6 +237,14 @@ class SubsampledOperator(LinearOperator):
         """Number of observed measurement entries per sample, ``(B,)`` float."""
         m = torch.broadcast_to(self.observed, self.oshape)
         return m.reshape(m.shape[0], -1).sum(dim=1).to(torch.float32)
+
+
+def repeat_batch(t: Tensor, copies: int) -> Tensor:
+    """``t`` repeated ``copies`` times along its first (batch) axis, copy-major (the tiling of
+    :meth:`SubsampledOperator.tile`)."""
+    if copies < 1:
+        raise ValueError(f"copies must be >= 1, got {copies}")
+    return t.repeat(copies, *([1] * (t.ndim - 1)))
 
 
 def conjugate_gradient(

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from ambient_science.family import OperatorFamily, bernoulli_keep, uniform
-from ambient_science.linop import SubsampledOperator
+from ambient_science.linop import SubsampledOperator, repeat_batch
 
 __all__ = [
     "BoxMaskFamily",
@@ -82,9 +82,7 @@ class PixelMask(SubsampledOperator):
 
     def tile(self, copies: int) -> PixelMask:
         """The batch repeated ``copies`` times, copy-major."""
-        if copies < 1:
-            raise ValueError(f"copies must be >= 1, got {copies}")
-        return PixelMask(self.mask.repeat(copies, *([1] * (self.mask.ndim - 1))), self.ishape[1:])
+        return PixelMask(repeat_batch(self.mask, copies), self.ishape[1:])
 
     def params(self) -> dict[str, Tensor]:
         return {"mask": self.mask}

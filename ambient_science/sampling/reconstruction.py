@@ -63,7 +63,7 @@ from typing import Any, Literal
 
 import torch
 
-from ambient_science.linop import SubsampledOperator
+from ambient_science.linop import SubsampledOperator, repeat_batch
 from ambient_science.precision import check_precision
 from ambient_science.sampling.daps import sample_daps
 from ambient_science.sampling.dps import sample_adps
@@ -329,11 +329,8 @@ def _tiler(prior: Prior, likelihood: Likelihood, A: SubsampledOperator | None):
     if not (isinstance(likelihood, GaussianLikelihood) and likelihood.A is A and isinstance(A, SubsampledOperator)):
         return None
 
-    def rep(t: torch.Tensor, copies: int) -> torch.Tensor:
-        return t.repeat(copies, *([1] * (t.ndim - 1)))
-
     def rebuilt_by_family(copies: int) -> SubsampledOperator:
-        return prior.family.make({k: rep(v, copies) for k, v in A.params().items()})
+        return prior.family.make({k: repeat_batch(v, copies) for k, v in A.params().items()})
 
     probe = torch.randn(A.ishape, generator=torch.Generator().manual_seed(0)).to(likelihood.y.device)
     probe = probe.to(prior.family.image_dtype())
@@ -352,8 +349,8 @@ def _tiler(prior: Prior, likelihood: Likelihood, A: SubsampledOperator | None):
     def tile(copies: int) -> tuple[SubsampledOperator, GaussianLikelihood]:
         tiled = GaussianLikelihood.__new__(GaussianLikelihood)
         tiled.A = make(copies)
-        tiled.y, tiled.sigma = rep(likelihood.y, copies), rep(likelihood.sigma, copies)
-        tiled.weight = rep(likelihood.weight, copies)
+        tiled.y, tiled.sigma = repeat_batch(likelihood.y, copies), repeat_batch(likelihood.sigma, copies)
+        tiled.weight = repeat_batch(likelihood.weight, copies)
         return tiled.A, tiled
 
     return tile
