@@ -35,8 +35,8 @@ on the MRI example's 16 held-out knee slices with the shipped EM prior (``OMP_NU
 benchmarks/bench_sampling.py --mri <test_rN_64.h5> --mri-prior ambient_science/pretrained/mri-knee-synthetic-r4
 --mri-variants 0 52 55 56 57``), 20 steps from ``σ_max = 3`` to 0.01 from the zero-filled image match 48 steps from
 80 of pure noise within noise (R = 4 / 8: +0.26 ± 0.14 / −0.13 ± 0.20 dB per slice) in 20.5 / 21.5 s against
-54.2 / 57.3 s (2.6× / 2.7×; 2.9× / 2.9× with ``precision="auto"`` on a CPU with AVX-512 BF16, same PSNR), where the
-card's 32 steps from 80 give +0.15 / +0.13 dB at 1.6×; 18 steps or fewer lose 0.4–2.3 dB at R = 8 (from
+54.2 / 57.3 s (2.6× / 2.7×; 2.95× / 2.85× with ``precision="auto"`` on a CPU with AVX-512 BF16, same PSNR), where the
+card's 32 steps from 80 give +0.15 / +0.13 dB at 1.6–1.7×; 18 steps or fewer lose 0.4–2.3 dB at R = 8 (from
 ``σ_max`` 1, 2, 3 or 5).
 
     >>> import torch
