@@ -15,6 +15,10 @@ Shape: ``y (B, C, H, W)`` complex64 -> images ``(B, 1, H, W)`` complex64 (RSS: r
 
 from __future__ import annotations
 
+import contextlib
+import threading
+from collections.abc import Iterator
+
 import numpy as np
 import torch
 from torch import Tensor
@@ -22,6 +26,26 @@ from torch import Tensor
 from ambient_science.operators.mri import CartesianMRI, ifft2c
 
 __all__ = ["cg_sense", "l1_wavelet", "total_variation", "zero_filled", "zero_filled_rss"]
+
+
+_FIRST_RUNS: set[str] = set()
+_FIRST_RUN_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def first_run_alone(name: str) -> Iterator[None]:
+    """Run the first sigpy solve of ``name`` in this process under a lock, later ones freely.
+
+    sigpy's soft threshold is a numba ufunc compiled on its first call; two threads that make that first call at
+    once (the MRI evaluation solves R = 4 and 8 in parallel) both compile it, and numba warns "Compilation requested
+    for previously compiled argument types" on the user's screen. One solve per solver and process waits instead.
+    """
+    if name in _FIRST_RUNS:
+        yield
+        return
+    with _FIRST_RUN_LOCK:
+        yield
+        _FIRST_RUNS.add(name)
 
 
 def zero_filled(A: CartesianMRI, y: Tensor) -> Tensor:
@@ -80,7 +104,8 @@ def l1_wavelet(
             alpha=1.0 / max(lipschitz, 1e-12),
             show_pbar=False,
         )
-        out.append(np.asarray(app.run()))
+        with first_run_alone("l1_wavelet"):
+            out.append(np.asarray(app.run()))
     return torch.from_numpy(np.stack(out)[:, None].astype(np.complex64)).to(y.device)
 
 
@@ -102,5 +127,6 @@ def total_variation(A: CartesianMRI, y: Tensor, *, lam: float = 1e-3, max_iter: 
         app = sigpy.mri.app.TotalVariationRecon(
             y_np[b], maps[b], lam, weights=mask[b], max_iter=max_iter, show_pbar=False
         )
-        out.append(np.asarray(app.run()))
+        with first_run_alone("total_variation"):
+            out.append(np.asarray(app.run()))
     return torch.from_numpy(np.stack(out)[:, None].astype(np.complex64)).to(y.device)
