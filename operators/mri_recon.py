@@ -15,9 +15,7 @@ Shape: ``y (B, C, H, W)`` complex64 -> images ``(B, 1, H, W)`` complex64 (RSS: r
 
 from __future__ import annotations
 
-import contextlib
 import threading
-from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -28,24 +26,29 @@ from ambient_science.operators.mri import CartesianMRI, ifft2c
 __all__ = ["cg_sense", "l1_wavelet", "total_variation", "zero_filled", "zero_filled_rss"]
 
 
-_FIRST_RUNS: set[str] = set()
-_FIRST_RUN_LOCK = threading.Lock()
+_soft_thresh_ready = False
+_SOFT_THRESH_LOCK = threading.Lock()
 
 
-@contextlib.contextmanager
-def first_run_alone(name: str) -> Iterator[None]:
-    """Run the first sigpy solve of ``name`` in this process under a lock, later ones freely.
+def compile_soft_thresh() -> None:
+    """Compile sigpy's soft threshold, once per process and under a lock, for the arguments the L1-wavelet and TV
+    solvers here pass it (a float ``λ`` per slice, a float32 ``λ`` array per pair of the grids; complex64 inputs).
 
-    sigpy's soft threshold is a numba ufunc compiled on its first call; two threads that make that first call at
-    once (the MRI evaluation solves R = 4 and 8 in parallel) both compile it, and numba warns "Compilation requested
-    for previously compiled argument types" on the user's screen. One solve per solver and process waits instead.
+    It is a numba ufunc compiled on its first call; two threads that make that first call at once (the MRI evaluation
+    solves R = 4 and 8 in parallel) both compile it, and numba prints "Compilation requested for previously compiled
+    argument types" on the user's screen.
     """
-    if name in _FIRST_RUNS:
-        yield
+    global _soft_thresh_ready
+    if _soft_thresh_ready:
         return
-    with _FIRST_RUN_LOCK:
-        yield
-        _FIRST_RUNS.add(name)
+    with _SOFT_THRESH_LOCK:
+        if not _soft_thresh_ready:
+            import sigpy.thresh
+
+            x = np.zeros(2, dtype=np.complex64)
+            sigpy.thresh.soft_thresh(1.0, x)
+            sigpy.thresh.soft_thresh(np.ones(2, dtype=np.float32), x)
+            _soft_thresh_ready = True
 
 
 def zero_filled(A: CartesianMRI, y: Tensor) -> Tensor:
@@ -83,6 +86,7 @@ def l1_wavelet(
     """
     import sigpy.mri
 
+    compile_soft_thresh()
     mask = torch.broadcast_to(A.observed, A.oshape).detach().cpu().numpy()  # (B, C, H, W)
     y_np = y.detach().cpu().numpy()
     if A.coil_maps is None:
@@ -104,8 +108,7 @@ def l1_wavelet(
             alpha=1.0 / max(lipschitz, 1e-12),
             show_pbar=False,
         )
-        with first_run_alone("l1_wavelet"):
-            out.append(np.asarray(app.run()))
+        out.append(np.asarray(app.run()))
     return torch.from_numpy(np.stack(out)[:, None].astype(np.complex64)).to(y.device)
 
 
@@ -116,6 +119,7 @@ def total_variation(A: CartesianMRI, y: Tensor, *, lam: float = 1e-3, max_iter: 
     """
     import sigpy.mri
 
+    compile_soft_thresh()
     mask = torch.broadcast_to(A.observed, A.oshape).detach().cpu().numpy()
     y_np = y.detach().cpu().numpy()
     if A.coil_maps is None:
@@ -127,6 +131,5 @@ def total_variation(A: CartesianMRI, y: Tensor, *, lam: float = 1e-3, max_iter: 
         app = sigpy.mri.app.TotalVariationRecon(
             y_np[b], maps[b], lam, weights=mask[b], max_iter=max_iter, show_pbar=False
         )
-        with first_run_alone("total_variation"):
-            out.append(np.asarray(app.run()))
+        out.append(np.asarray(app.run()))
     return torch.from_numpy(np.stack(out)[:, None].astype(np.complex64)).to(y.device)

@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from ambient_science.operators.mri import CartesianMRI
-from ambient_science.operators.mri_recon import first_run_alone
+from ambient_science.operators.mri_recon import compile_soft_thresh
 
 __all__ = ["l1_wavelet_grid", "total_variation_grid"]
 
@@ -36,6 +36,7 @@ def _stacked(A: CartesianMRI, y: Tensor, lams: Sequence[float]):
     even count (sigpy's wavelet pads odd axes; a padded pair is a copy of the last one, dropped afterwards)."""
     import sigpy
 
+    compile_soft_thresh()
     lams = [float(lam) for lam in lams]
     if not lams:
         raise ValueError("lams: expected at least one λ, got an empty grid")
@@ -82,8 +83,7 @@ def l1_wavelet_grid(
     app = sigpy.app.LinearLeastSquares(
         A_s, y_s, proxg=proxg, alpha=1.0 / max(lipschitz, 1e-12), max_iter=max_iter, show_pbar=False
     )
-    with first_run_alone("l1_wavelet_grid"):
-        return _unstack(app.run(), lams, A.batch_size, n, y.device)
+    return _unstack(app.run(), lams, A.batch_size, n, y.device)
 
 
 def total_variation_grid(
@@ -97,5 +97,4 @@ def total_variation_grid(
     G = sigpy.linop.FiniteDifference(shape, axes=(-2, -1))  # oshape (2, N, 1, H, W)
     proxg = sigpy.prox.L1Reg(G.oshape, lam.reshape(1, -1, 1, 1, 1))
     app = sigpy.app.LinearLeastSquares(A_s, y_s, proxg=proxg, G=G, max_iter=max_iter, show_pbar=False)
-    with first_run_alone("total_variation_grid"):
-        return _unstack(app.run(), lams, A.batch_size, n, y.device)
+    return _unstack(app.run(), lams, A.batch_size, n, y.device)
