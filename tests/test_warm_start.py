@@ -62,7 +62,7 @@ def test_sampler_starts_at_the_estimate_plus_noise(monkeypatch):
 
 def test_warm_start_samples_the_gaussian_posterior():
     # N(0, V I) prior, Gaussian likelihood of a pixel mask: observed pixels have posterior mean y V / (V + s²),
-    # hidden ones 0; a start from the zero-filled image at sigma_max 2 (eight times the prior's std) reaches it
+    # hidden ones 0; a start from the zero-filled image at sigma_max 2 (four times the prior's std) reaches it
     prior, lik, A = _pixel_case()
     m = A.mask.reshape(2, 1, 8, 8)
     exact = m * lik.y * V / (V + 0.1**2)
