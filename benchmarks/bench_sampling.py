@@ -350,6 +350,18 @@ def closure_variants(
 #: the MRI A-DPS variants :func:`mri_reconstruction` times: (label, num_samples, steps, sample_batch, sigma_max[,
 #: sampler options, with "final_dc", "shifts" and "sigma_min" read here]); the first is the reference of the paired
 #: per-slice differences
+def _warm_start(steps: int, sigma_max: float, *, start: str = "data", **extra) -> tuple:
+    """An :data:`MRI_VARIANTS` row: 4 samples of ``steps`` steps from ``sigma_max`` started from the zero-filled
+    image (``start="data"``) or L1-wavelet (``"l1"``), the per-step prox and forward-only guidance below σ 0.1, plus
+    ``extra`` options (``sigma_min``, ``churn``, ``precision``), each named in the label."""
+    label = f"4 samples x {steps} steps from {sigma_max:g}"
+    label += f" to {extra['sigma_min']:g}" if "sigma_min" in extra else ""
+    label += f", churn {extra['churn']:g}" if "churn" in extra else ""
+    label += f", start {'zero-filled' if start == 'data' else 'L1-wavelet'}, prox per step, forward-only guidance "
+    label += "below sigma 0.1" + (", bfloat16 where native" if extra.get("precision") == "auto" else "")
+    return label, 4, steps, 1, sigma_max, {"step_dc": "prox", "jacobian_sigma_min": 0.1, "start": start, **extra}
+
+
 MRI_VARIANTS: tuple[tuple, ...] = (
     ("4 samples x 48 steps from 80, one run per sample (before #21)", 4, 48, 1, 80.0, {"step_dc": None}),
     ("4 samples x 48 steps from 80, batched", 4, 48, None, 80.0, {"step_dc": None}),
@@ -428,33 +440,10 @@ MRI_VARIANTS: tuple[tuple, ...] = (
      {"step_dc": "prox", "jacobian_sigma_min": 0.1}),
     # a warm start (CCDF): x0 + sigma_max eps from an estimate x0 (zero-filled: start "data"; or L1-wavelet), so the
     # run needs only the steps below sigma_max
-    ("4 samples x 16 steps from 2, start zero-filled, prox per step, forward-only guidance below sigma 0.1", 4, 16,
-     1, 2.0, {"step_dc": "prox", "jacobian_sigma_min": 0.1, "start": "data"}),
-    ("4 samples x 16 steps from 5, start zero-filled, prox per step, forward-only guidance below sigma 0.1", 4, 16,
-     1, 5.0, {"step_dc": "prox", "jacobian_sigma_min": 0.1, "start": "data"}),
-    ("4 samples x 16 steps from 2, start L1-wavelet, prox per step, forward-only guidance below sigma 0.1", 4, 16,
-     1, 2.0, {"step_dc": "prox", "jacobian_sigma_min": 0.1, "start": "l1"}),
-    ("4 samples x 12 steps from 2, start zero-filled, prox per step, forward-only guidance below sigma 0.1", 4, 12,
-     1, 2.0, {"step_dc": "prox", "jacobian_sigma_min": 0.1, "start": "data"}),
-    ("4 samples x 16 steps from 1, start zero-filled, prox per step, forward-only guidance below sigma 0.1", 4, 16,
-     1, 1.0, {"step_dc": "prox", "jacobian_sigma_min": 0.1, "start": "data"}),
-    ("4 samples x 20 steps from 3, start zero-filled, prox per step, forward-only guidance below sigma 0.1", 4, 20,
-     1, 3.0, {"step_dc": "prox", "jacobian_sigma_min": 0.1, "start": "data"}),
-    ("4 samples x 24 steps from 3, start zero-filled, prox per step, forward-only guidance below sigma 0.1", 4, 24,
-     1, 3.0, {"step_dc": "prox", "jacobian_sigma_min": 0.1, "start": "data"}),
-    ("4 samples x 20 steps from 3 to 0.01, start zero-filled, prox per step, forward-only guidance below sigma 0.1",
-     4, 20, 1, 3.0, {"step_dc": "prox", "jacobian_sigma_min": 0.1, "start": "data", "sigma_min": 0.01}),
-    ("4 samples x 20 steps from 3, churn 5, start zero-filled, prox per step, forward-only guidance below sigma 0.1",
-     4, 20, 1, 3.0, {"step_dc": "prox", "jacobian_sigma_min": 0.1, "start": "data", "churn": 5.0}),
-    ("4 samples x 20 steps from 5, start zero-filled, prox per step, forward-only guidance below sigma 0.1", 4, 20,
-     1, 5.0, {"step_dc": "prox", "jacobian_sigma_min": 0.1, "start": "data"}),
-    ("4 samples x 18 steps from 3 to 0.01, start zero-filled, prox per step, forward-only guidance below sigma 0.1",
-     4, 18, 1, 3.0, {"step_dc": "prox", "jacobian_sigma_min": 0.1, "start": "data", "sigma_min": 0.01}),
-    ("4 samples x 20 steps from 3 to 0.01, start zero-filled, prox per step, forward-only guidance below sigma 0.1, "
-     "bfloat16 where native", 4, 20, 1, 3.0,
-     {"step_dc": "prox", "jacobian_sigma_min": 0.1, "start": "data", "sigma_min": 0.01, "precision": "auto"}),
-    ("4 samples x 16 steps from 2 to 0.01, start zero-filled, prox per step, forward-only guidance below sigma 0.1",
-     4, 16, 1, 2.0, {"step_dc": "prox", "jacobian_sigma_min": 0.1, "start": "data", "sigma_min": 0.01}),
+    *(_warm_start(16, 2.0), _warm_start(16, 5.0), _warm_start(16, 2.0, start="l1"), _warm_start(12, 2.0),
+      _warm_start(16, 1.0), _warm_start(20, 3.0), _warm_start(24, 3.0), _warm_start(20, 3.0, sigma_min=0.01),
+      _warm_start(20, 3.0, churn=5.0), _warm_start(20, 5.0), _warm_start(18, 3.0, sigma_min=0.01),
+      _warm_start(20, 3.0, sigma_min=0.01, precision="auto"), _warm_start(16, 2.0, sigma_min=0.01)),
     # a clean-image prior's samples in one batch (the Cartesian operator tiles itself)
     ("4 samples x 32 steps from 80, prox per step, forward-only guidance below sigma 0.1, the 4 samples in one batch",
      4, 32, None, 80.0, {"step_dc": "prox", "jacobian_sigma_min": 0.1}),
