@@ -59,8 +59,7 @@ in-run budget, rows ``clean_*_this_run``), ``--quick`` (a tiny configuration for
 Writes to ``--out``: ``metrics.json`` (per R and method: PSNR, SSIM, NMSE; per prior under ``train``: where it
 came from, steps, images seen, seconds), ``reconstructions.png`` (truth, zero-filled, L1-wavelet, the
 shipped prior's A-DPS mean and std (and one-step, for an ambient one), the in-run prior's A-DPS mean, per R), the
-training run
-(checkpoints, ``metrics.jsonl``), and the prepared measurement files (``data/``).
+training run (checkpoints, ``metrics.jsonl``), and the prepared measurement files (``data/``).
 
 The steps are library functions (:mod:`ambient_science.pipelines.mri`: ``source_volumes``, ``prepare_volumes``,
 ``train_prior``, ``shipped_prior``, ``run``; :mod:`ambient_science.pipelines.mri_eval`: ``held_out_batch``,
