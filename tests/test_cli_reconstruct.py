@@ -54,13 +54,15 @@ def test_reconstruct_warm_start(trained, tmp_path):
     out = tmp_path / "warm"
     args = ["reconstruct", "--checkpoint", str(trained / "run"), "--measurements", str(trained / "m.h5"),
             "--out", str(out), "--num-samples", "2", "--steps", "4", "--indices", "0:2", "--start", "data",
-            "--sigma-max", "1.5", "--no-progress"]  # fmt: skip
+            "--antithetic", "--sigma-max", "1.5", "--no-progress"]  # fmt: skip
     assert main(args) == 0
     with h5py.File(out / "reconstructions.h5") as f:
         settings = json.loads(f.attrs["settings"])
         assert torch.isfinite(torch.from_numpy(f["mean"][:])).all()
-    assert settings["start"] == "data" and settings["sigma_max"] == 1.5
+    assert settings["start"] == "data" and settings["sigma_max"] == 1.5 and settings["antithetic"] is True
     assert main([*args[:6], str(tmp_path / "bad"), *args[7:-3], "--sigma-max", "-1"]) == 2
+    odd = [*args[:6], str(tmp_path / "odd"), *args[7:8], "3", *args[9:]]  # antithetic pairs need an even count
+    assert odd[7:9] == ["--num-samples", "3"] and main(odd) == 2
 
 
 def test_indices_parsing_and_errors():

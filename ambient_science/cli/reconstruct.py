@@ -65,6 +65,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(a warm start: use it with a low --sigma-max and fewer --steps); default: recommended, else noise",
     )
     parser.add_argument(
+        "--antithetic",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="draw the samples as antithetic pairs (an even --num-samples): a better posterior mean for the same "
+        "cost; default: recommended, else off",
+    )
+    parser.add_argument(
         "--sigma-min",
         type=float,
         default=None,
@@ -182,6 +189,7 @@ def run(args: argparse.Namespace) -> int:
             sigma_max=args.sigma_max,
             sigma_min=args.sigma_min,
             start=args.start,
+            antithetic=args.antithetic,
             num_draws=args.num_draws,
             data_consistency=args.data_consistency,
             safe_mode=args.safe_mode,
