@@ -348,18 +348,32 @@ def closure_variants(
 
 
 #: the MRI A-DPS variants :func:`mri_reconstruction` times: (label, num_samples, steps, sample_batch, sigma_max[,
-#: sampler options, with "final_dc", "shifts" and "sigma_min" read here]); the first is the reference of the paired
+#: sampler options, with "final_dc", "shifts", "sigma_min", "precision", "start" and "antithetic" read here]); the
+#: first is the reference of the paired
 #: per-slice differences
-def _warm_start(steps: int, sigma_max: float, *, start: str = "data", **extra) -> tuple:
-    """An :data:`MRI_VARIANTS` row: 4 samples of ``steps`` steps from ``sigma_max`` started from the zero-filled
-    image (``start="data"``) or L1-wavelet (``"l1"``), the per-step prox and forward-only guidance below σ 0.1, plus
-    ``extra`` options (``sigma_min``, ``churn``, ``precision``), each named in the label."""
-    label = f"4 samples x {steps} steps from {sigma_max:g}"
+def _pairs(samples: int) -> str:
+    return f"{samples} samples ({samples // 2} antithetic pair{'s' if samples > 2 else ''})"
+
+
+def _warm_start(steps: int, sigma_max: float, *, start: str = "data", samples: int = 4, **extra) -> tuple:
+    """An :data:`MRI_VARIANTS` row: ``samples`` samples of ``steps`` steps from ``sigma_max`` started from the
+    zero-filled image (``start="data"``) or L1-wavelet (``"l1"``), the per-step prox and forward-only guidance below
+    σ 0.1, plus ``extra`` options (``sigma_min``, ``churn``, ``precision``, ``antithetic``), each named in the
+    label."""
+    label = f"{_pairs(samples) if extra.get('antithetic') else f'{samples} samples'} x {steps} steps from {sigma_max:g}"
     label += f" to {extra['sigma_min']:g}" if "sigma_min" in extra else ""
     label += f", churn {extra['churn']:g}" if "churn" in extra else ""
     label += f", start {'zero-filled' if start == 'data' else 'L1-wavelet'}, prox per step, forward-only guidance "
     label += "below sigma 0.1" + (", bfloat16 where native" if extra.get("precision") == "auto" else "")
-    return label, 4, steps, 1, sigma_max, {"step_dc": "prox", "jacobian_sigma_min": 0.1, "start": start, **extra}
+    return label, samples, steps, 1, sigma_max, {"step_dc": "prox", "jacobian_sigma_min": 0.1, "start": start, **extra}
+
+
+def _antithetic(samples: int, steps: int, sigma_max: float) -> tuple:
+    """An :data:`MRI_VARIANTS` row: the EM card's sampler (per-step prox, forward-only guidance below σ 0.1) from
+    pure noise at ``sigma_max``, ``samples`` samples in antithetic pairs."""
+    label = f"{_pairs(samples)} x {steps} steps from {sigma_max:g}, prox per step, forward-only guidance below "
+    label += "sigma 0.1"
+    return label, samples, steps, 1, sigma_max, {"step_dc": "prox", "jacobian_sigma_min": 0.1, "antithetic": True}
 
 
 MRI_VARIANTS: tuple[tuple, ...] = (
@@ -447,6 +461,12 @@ MRI_VARIANTS: tuple[tuple, ...] = (
     # a clean-image prior's samples in one batch (the Cartesian operator tiles itself)
     ("4 samples x 32 steps from 80, prox per step, forward-only guidance below sigma 0.1, the 4 samples in one batch",
      4, 32, None, 80.0, {"step_dc": "prox", "jacobian_sigma_min": 0.1}),
+    # antithetic pairs (the second run of a pair negates every Gaussian draw of the first): the posterior mean's
+    # variance drops by the part of the samples that is odd in the noise
+    *(_antithetic(2, 32, 80.0), _antithetic(4, 32, 80.0), _antithetic(2, 24, 20.0),
+      _warm_start(20, 3.0, sigma_min=0.01, samples=2, antithetic=True),
+      _warm_start(32, 3.0, sigma_min=0.01, samples=2, antithetic=True),
+      _warm_start(20, 3.0, sigma_min=0.01, samples=4, antithetic=True)),
 )  # fmt: skip
 
 
@@ -529,6 +549,7 @@ def mri_reconstruction(
         shifts = options.pop("shifts", None)
         precision = options.pop("precision", "float32")
         start = options.pop("start", "noise")
+        antithetic = options.pop("antithetic", False)
         if start == "l1":
             start = l1_fallback(prior, batch.A)
             if start is None:
@@ -540,7 +561,7 @@ def mri_reconstruction(
             called, lik, method="dps", generator=g, num_samples=samples, steps=steps, inference_operator="full",
             sigma_max=sigma_max, sigma_min=sigma_min, sampler_options=options,
             data_consistency=final_dc, progress=False, fallback=l1_fallback(prior, batch.A), sample_batch=sample_batch,
-            precision=precision, start=start,
+            precision=precision, start=start, antithetic=antithetic,
         )  # fmt: skip
         seconds, cpu = time.perf_counter() - t, time.process_time() - cpu
         m = volume_metrics(batch.truth, post.mean, batch.volume)
