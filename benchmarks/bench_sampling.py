@@ -467,6 +467,11 @@ MRI_VARIANTS: tuple[tuple, ...] = (
       _warm_start(20, 3.0, sigma_min=0.01, samples=2, antithetic=True),
       _warm_start(32, 3.0, sigma_min=0.01, samples=2, antithetic=True),
       _warm_start(20, 3.0, sigma_min=0.01, samples=4, antithetic=True)),
+    # the ambient prior's card (20 steps from 10) in pairs
+    *(_antithetic(2, 20, 10.0), _antithetic(4, 20, 10.0)),
+    # the clean prior's card (48 steps from 80, neither device) in pairs
+    ("2 samples (1 antithetic pair) x 48 steps from 80", 2, 48, 1, 80.0, {"step_dc": None, "antithetic": True}),
+    ("4 samples (2 antithetic pairs) x 48 steps from 80", 4, 48, 1, 80.0, {"step_dc": None, "antithetic": True}),
 )  # fmt: skip
 
 

@@ -370,7 +370,7 @@ def main(argv=None) -> None:
     p.add_argument("--milestones", default="10000,30000,100000", help="images seen at each evaluated point")
     p.add_argument("--test-r", default="4,8")
     p.add_argument("--test-slices", type=int, default=PRESET.test_slices, help="middle slices per test volume")
-    p.add_argument("--dps-samples", type=int, default=PRESET.dps_samples)
+    p.add_argument("--dps-samples", type=int, default=4)  # the in-run priors' count (no card)
     p.add_argument("--dps-steps", type=int, default=PRESET.dps_steps or 48)
     p.add_argument(
         "--inference-operator",

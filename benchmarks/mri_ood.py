@@ -15,15 +15,16 @@ seeded 1). Priors: the shipped ``mri-knee-synthetic-r4`` (EM; its fit test score
 threshold per acceleration (:func:`~ambient_science.sampling.fit.calibrate_threshold`) and tunes the L1-wavelet
 λ of the safe mode's fallback on the same validation slices; ``--write-card`` stores both in the shipped
 priors' ``prior.json`` (``"fit"``). The table then runs ``reconstruct(method="dps")`` with the recommended
-settings (4 samples × 48 steps, ``Ã_inf = "full"``, CG data consistency) once per prior, anatomy and R, with
-``safe_mode="report"``, and applies the safe mode (``"auto"``, L1-wavelet fallback) to the same samples; rows:
-zero-filled, L1-wavelet (validation λ), A-DPS, A-DPS safe, the fraction of slices that fire, and the worst
+settings (each prior's card: e.g. the EM prior's one antithetic pair of 32 steps from σ 80) once per prior, anatomy
+and R, with ``safe_mode="report"``, and applies the safe mode (``"auto"``, L1-wavelet fallback) to the same samples;
+rows: zero-filled, L1-wavelet (validation λ), A-DPS, A-DPS safe, the fraction of slices that fire, and the worst
 volume's safe − zero-filled PSNR. Writes ``<out>/results.json``; A-DPS samples are cached in ``<out>/cache``.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -111,6 +112,13 @@ def calibrate(out: Path, accelerations, write_card: bool) -> dict:
     return result
 
 
+def _cache_tag(prior) -> str:
+    """The weights' hash and a hash of the card's sampler entry (the settings ``reconstruct`` takes from it)."""
+    sampler = json.dumps(prior.config.get("sampler", {}).get("dps", {}), sort_keys=True)
+    weights = prior.config["files"]["weights.safetensors"]["sha256"][:12]
+    return f"{weights}_{hashlib.sha256(sampler.encode()).hexdigest()[:8]}"
+
+
 def evaluate(out: Path, accelerations, priors) -> dict:
     rows = []
     cache = out / "cache"
@@ -122,8 +130,9 @@ def evaluate(out: Path, accelerations, priors) -> dict:
             lam = float(lams.get(str(R), 3e-4))
             for name in ("knee_test", "brain"):
                 lik, truth, volume = batch(out, name, R)
-                # the cache names the weights: a prior re-shipped under the same name is not read from a stale file
-                file = cache / f"{key}_{name}_r{R}_{prior.config['files']['weights.safetensors']['sha256'][:12]}.pt"
+                # the cache names the weights and the card's sampler settings: a prior re-shipped under the same
+                # name, or with other settings, is not read from a stale file
+                file = cache / f"{key}_{name}_r{R}_{_cache_tag(prior)}.pt"
                 t0 = time.perf_counter()
                 if file.exists():
                     post = torch.load(file, weights_only=False)

@@ -91,7 +91,7 @@ class Preset:
     lr: float = 1e-3
     ema_halflife_images: float = 10_000
     warmup_images: int = 2_000
-    dps_samples: int = 4
+    dps_samples: int | None = None  # None: each prior's recommended count (its card's, else 4)
     dps_steps: int | None = None  # None: each prior's recommended steps (its card's, else dps_defaults' / 48)
     # A-DPS settings of a prior whose card records none (the in-run prior): {"steps", "sigma_max", "options"}
     dps_defaults: dict[str, Any] | None = None

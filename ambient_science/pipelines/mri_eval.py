@@ -123,7 +123,7 @@ def evaluate(
     l1_lams: Sequence[float] = (3e-4, 1e-3, 3e-3, 1e-2),
     tv_lams: Sequence[float] = (),
     one_step_draws: int = 8,
-    dps_samples: int = 4,
+    dps_samples: int | None = None,
     dps_steps: int | None = None,
     inference_operator: str = "full",
     seed: int = 0,
@@ -136,10 +136,11 @@ def evaluate(
 
     ``metrics[method] = {"psnr", "ssim", "nmse"}``; ``images`` holds ``truth`` and every method's estimate
     (std maps included) on ``device``. A-DPS uses ``inference_operator`` as ``Ã_inf`` and a CG data-consistency
-    step (:func:`~ambient_science.sampling.reconstruction.reconstruct`); a prior whose card records no A-DPS
-    settings (one trained in the run) samples with ``dps_defaults`` (``{"steps", "sigma_max", "options"}``, each
-    optional; ``dps_steps`` still wins). A prior must have been trained on data with the test file's coil count
-    (its family's ``num_coils``; single-coil: None), else ``ValueError``.
+    step (:func:`~ambient_science.sampling.reconstruction.reconstruct`), ``dps_samples`` samples (default: the
+    prior's recommended count and pairing, e.g. the shipped EM prior's one antithetic pair); a prior whose card
+    records no A-DPS settings (one trained in the run) samples with ``dps_defaults`` (``{"steps", "sigma_max",
+    "options"}``, each optional; ``dps_steps`` still wins). A prior must have been trained on data with the test
+    file's coil count (its family's ``num_coils``; single-coil: None), else ``ValueError``.
 
     Cost (issue #21): L1-wavelet and TV solve every slice at every λ of their grid in one batched solve
     (:mod:`ambient_science.operators.mri_recon_grid`); the fit test runs once per prior (with A-DPS) and its
