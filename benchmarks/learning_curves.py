@@ -233,7 +233,7 @@ def evaluate_point(
     metrics, images = evaluate(
         {label: prior}, test_file, test_slices=args.test_slices, l1_lams=() if l1_metrics else PRESET.l1_lams,
         one_step_draws=PRESET.one_step_draws, dps_samples=args.dps_samples, dps_steps=args.dps_steps,
-        inference_operator=v["operator"], seed=0, device="cpu", progress=False,
+        inference_operator=v["operator"], seed=0, device="cpu", progress=False, dps_antithetic=False,
     )  # fmt: skip
     for key, m in metrics.items():
         if key in images:

@@ -125,6 +125,7 @@ def evaluate(
     one_step_draws: int = 8,
     dps_samples: int | None = None,
     dps_steps: int | None = None,
+    dps_antithetic: bool | None = None,
     inference_operator: str = "full",
     seed: int = 0,
     device: torch.device | str = "cpu",
@@ -137,7 +138,8 @@ def evaluate(
     ``metrics[method] = {"psnr", "ssim", "nmse"}``; ``images`` holds ``truth`` and every method's estimate
     (std maps included) on ``device``. A-DPS uses ``inference_operator`` as ``Ã_inf`` and a CG data-consistency
     step (:func:`~ambient_science.sampling.reconstruction.reconstruct`), ``dps_samples`` samples (default: the
-    prior's recommended count and pairing, e.g. the shipped EM prior's one antithetic pair); a prior whose card
+    prior's recommended count and pairing, e.g. the shipped EM prior's one antithetic pair; ``dps_antithetic``
+    ``False``: independent samples, e.g. to compare with points measured before the pairs); a prior whose card
     records no A-DPS settings (one trained in the run) samples with ``dps_defaults`` (``{"steps", "sigma_max",
     "options"}``, each optional; ``dps_steps`` still wins). A prior must have been trained on data with the test
     file's coil count (its family's ``num_coils``; single-coil: None), else ``ValueError``.
@@ -183,7 +185,7 @@ def evaluate(
         post = reconstruct(
             prior, lik, method="dps", generator=generator, num_samples=dps_samples,
             steps=dps_steps if dps_steps is not None else settings.get("steps"), sigma_max=settings.get("sigma_max"),
-            sampler_options=settings.get("options"), inference_operator=inference_operator,
+            sampler_options=settings.get("options"), inference_operator=inference_operator, antithetic=dps_antithetic,
             data_consistency="cg" if coils is None else "none", progress=progress, fallback=fallback,
         )  # fmt: skip
         if one_step:
