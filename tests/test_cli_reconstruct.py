@@ -50,12 +50,13 @@ def test_reconstruct_writes_outputs(trained, method, tmp_path):
 
 
 @pytest.mark.slow
-def test_reconstruct_warm_start(trained, tmp_path):
+def test_reconstruct_warm_start(trained, tmp_path, capsys):
     out = tmp_path / "warm"
     args = ["reconstruct", "--checkpoint", str(trained / "run"), "--measurements", str(trained / "m.h5"),
             "--out", str(out), "--num-samples", "2", "--steps", "4", "--indices", "0:2", "--start", "data",
             "--antithetic", "--sigma-max", "1.5", "--no-progress"]  # fmt: skip
     assert main(args) == 0
+    assert "one antithetic pair" in capsys.readouterr().out  # the std's caveat
     with h5py.File(out / "reconstructions.h5") as f:
         settings = json.loads(f.attrs["settings"])
         assert torch.isfinite(torch.from_numpy(f["mean"][:])).all()

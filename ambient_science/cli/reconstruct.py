@@ -215,6 +215,11 @@ def run(args: argparse.Namespace) -> int:
             f.create_dataset("fit_score", data=torch.cat([r.score for r in fits]).numpy())
             f.create_dataset("fit_fires", data=torch.cat([r.fires for r in fits]).numpy())
     target_file.with_name(target_file.name + ".tmp").replace(target_file)
+    if means and post.antithetic and post.num_samples == 2:
+        print(
+            "note: the std comes from one antithetic pair of samples: the part of the spread that is odd in the "
+            "sampler's noise only (a lower bound); --num-samples 8 (four pairs) estimates all of it"
+        )
     fit_summary = _fit_summary(fits, indices)
     if fit_summary is not None:
         print(fit_summary["line"])
