@@ -66,6 +66,30 @@ def test_no_grad_path_keeps_complex128():
         assert out.dtype == torch.complex128
 
 
+@pytest.mark.parametrize("mask", ["2d", "columns", "pruned columns"])
+def test_complex128_keeps_double_precision(monkeypatch, mask):
+    """complex64 folds the FFTs' 1 / sqrt(H W) into its float32 mask weights; complex128 must not (a float32 factor
+    1 / sqrt(H W) is not exact here), so it matches NumPy's double-precision reference to 1e-12."""
+    if mask == "pruned columns":
+        monkeypatch.setattr(mri, "PRUNE_NARROW_WIDTH", 0)
+        monkeypatch.setattr(mri, "PRUNE_ADJOINT", 0.5)
+        monkeypatch.setattr(mri, "PRUNE_FORWARD", 0.5)
+    H, W = 20, 40
+    A, mask_, maps = _operator(3, H, W, 4, mask == "2d")
+    if mask == "pruned columns":
+        mask_ = _column_masks(3, W, shared=False)
+    maps = maps.to(torch.complex128)
+    A = CartesianMRI(mask_, maps)
+    assert (A.sampled_columns() is not None) == (mask == "pruned columns")
+    x, y = _crandn(3, 1, H, W, seed=5, dtype=torch.float64), _crandn(*A.oshape, seed=6, dtype=torch.float64)
+    m, s = mask_.numpy(), maps.numpy()
+    with torch.no_grad():
+        fwd, adj, nrm = A(x), A.H(y), A.N(x)
+    np.testing.assert_allclose(fwd.numpy(), _np_forward(x.numpy(), m, s), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(adj.numpy(), _np_adjoint(y.numpy(), m, s), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(nrm.numpy(), _np_adjoint(_np_forward(x.numpy(), m, s), m, s), rtol=0, atol=1e-12)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("mask_2d", [False, True])
 def test_gradients_through_forward_adjoint_normal(mask_2d):
@@ -195,11 +219,13 @@ def test_narrow_images_keep_the_earlier_limits(monkeypatch):
     mask = torch.zeros(2, 64)
     mask[:, :17] = 1.0  # 27 % of the columns: the adjoint prunes (<= 28 %), the forward does not (> 15 %)
     A = CartesianMRI(mask)
-    assert A._weights(adjoint=True)[2] is not None and A._weights(adjoint=False)[2] is None
+    assert A._weights(adjoint=True, folded=True)[2] is not None and A._weights(adjoint=False, folded=True)[2] is None
     wide = torch.zeros(2, 128)
     wide[:, :34] = 1.0  # 27 % of 128: both prune (<= 33 % / 28 %)
     B = CartesianMRI(wide)
-    assert B._weights(adjoint=True)[2] is not None and B._weights(adjoint=False)[2] is not None
+    assert (
+        B._weights(adjoint=True, folded=True)[2] is not None and B._weights(adjoint=False, folded=True)[2] is not None
+    )
 
 
 def _column_masks(B, W, shared, seed=0):
