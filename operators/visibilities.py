@@ -418,10 +418,13 @@ class Interferometer(SubsampledOperator):
             raise TypeError("Interferometer: images are real (Stokes I brightness); got a complex tensor")
         x = x if x.dtype in (torch.float32, torch.float64) else x.to(torch.float32)
         # pixels within eps of the subnormal range (the far tail of a Gaussian in float32: < 1e-31) carry no flux,
-        # but their subnormal products made the float32 transform 5-7x slower; they are set to 0
+        # but their subnormal products made the float32 transform 5-7x slower; they are set to 0 by hardshrink, one
+        # pass (abs, compare and where took five passes and four temporaries: 0.4 of the 3.5 ms per 256² image at
+        # batch 32, 0.1 at batch 1); NaN stays NaN
         fi = torch.finfo(x.dtype)
-        # (straight through: the gradient stays the identity, also at pixels that are exactly 0)
-        x = x + (torch.where(x.abs() < fi.tiny / fi.eps, 0.0, x) - x).detach()
+        flushed = torch.nn.functional.hardshrink(x, fi.tiny / fi.eps)
+        # with a graph, straight through: the gradient stays the identity, also at pixels that are exactly 0
+        x = x + (flushed - x).detach() if needs_graph(x) else flushed
         with _full_precision(x.device):
             img = x[:, 0]
             vis = self._nufft_forward(img) if self._use_nufft() else self._dft(img)
