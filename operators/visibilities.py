@@ -305,8 +305,11 @@ class Interferometer(SubsampledOperator):
             pulse = pulse * self.weight
         return pulse.to(dtype)
 
-    def _dft(self, x: Tensor) -> Tensor:
-        """``Σ_j x_j exp(2πi (u x_j + v y_j))`` without pulse or mask. Shape: ``(B, N, N)`` -> ``(B, K)``."""
+    def _dft(self, x: Tensor, flush: float = 0.0) -> Tensor:
+        """``Σ_j x_j exp(2πi (u x_j + v y_j))`` without pulse or mask. Shape: ``(B, N, N)`` -> ``(B, K)``.
+
+        ``flush``: without a graph, pixels with ``|x| <= flush`` count as 0 (``hardshrink``, chunk by chunk; a
+        caller recording a graph flushes ``x`` itself)."""
         B, K = self.oshape
         e_u, e_v = self._exponentials(x.dtype)
         if needs_graph(x, self.uv):
@@ -321,14 +324,14 @@ class Interferometer(SubsampledOperator):
         out = torch.empty(B, K, dtype=x.dtype.to_complex(), device=x.device)
         re_im = torch.view_as_real(out)
         if e_v.shape[0] < B:
-            return self._dft_shared(x, e_u[0], e_v[0], out)
+            return self._dft_shared(x, e_u[0], e_v[0], out, flush)
         t = prod = None
         for s, _ in chunks(B, 1, 2 * K * self.npix * x.element_size(), _dft_budget(x.device)):
             n = s.stop - s.start
             if t is None or t.shape[0] != n:
                 t = torch.empty(n, 2 * K, self.npix, dtype=x.dtype, device=x.device)
                 prod = torch.empty_like(t)
-            torch.bmm(e_v[s], x[s], out=t)
+            torch.bmm(e_v[s], torch.nn.functional.hardshrink(x[s], flush), out=t)
             torch.mul(t, e_u[s], out=prod)  # [t_re cu; t_im su]
             sums = prod.sum(-1)
             torch.sub(sums[:, :K], sums[:, K:], out=re_im[s, :, 0])
@@ -338,18 +341,25 @@ class Interferometer(SubsampledOperator):
             torch.add(sums[:, :K], sums[:, K:], out=re_im[s, :, 1])
         return out
 
-    def _dft_shared(self, x: Tensor, e_u: Tensor, e_v: Tensor, out: Tensor) -> Tensor:
+    def _dft_shared(self, x: Tensor, e_u: Tensor, e_v: Tensor, out: Tensor, flush: float) -> Tensor:
         """:meth:`_dft` without a gradient for one coverage shared by the batch (``(2K, N)`` tables): a few samples
-        side by side in one matrix product ``e_v · [x_1 … x_n]``; the tables stay in cache for the whole batch."""
+        side by side in one matrix product ``e_v · [x_1 … x_n]``; the tables stay in cache for the whole batch, and
+        the products go into two buffers allocated once per call (fresh ones per chunk were page-faulted anew
+        whenever the allocator had handed their memory back)."""
         B, K = self.oshape
         N = self.npix
         re_im = torch.view_as_real(out)
-        for s, _ in chunks(B, 1, 2 * K * N * x.element_size(), _dft_budget(x.device)):
+        parts = [s for s, _ in chunks(B, 1, 2 * K * N * x.element_size(), _dft_budget(x.device))]
+        size = 2 * K * N * max(s.stop - s.start for s in parts)
+        t_buf = torch.empty(size, dtype=x.dtype, device=x.device)
+        p_buf = torch.empty_like(t_buf)
+        for s in parts:
             n = s.stop - s.start
-            t = torch.mm(e_v, x[s].transpose(0, 1).reshape(N, n * N)).view(2 * K, n, N)  # (2K, n, N)
-            sums = (t * e_u[:, None]).sum(-1)  # [t_re cu; t_im su] summed: (2K, n)
-            torch.sub(sums[:K], sums[K:], out=re_im[s, :, 0].T)
-            prod = torch.mul(t[:K], e_u[K:, None])  # [t_re su; t_im cu]
+            xs = torch.nn.functional.hardshrink(x[s], flush).transpose(0, 1).reshape(N, n * N)
+            t = torch.mm(e_v, xs, out=t_buf[: 2 * K * n * N].view(2 * K, n * N)).view(2 * K, n, N)
+            sums = torch.mul(t, e_u[:, None], out=p_buf[: 2 * K * n * N].view(2 * K, n, N)).sum(-1)
+            torch.sub(sums[:K], sums[K:], out=re_im[s, :, 0].T)  # [t_re cu; t_im su] summed: (2K, n)
+            prod = torch.mul(t[:K], e_u[K:, None], out=p_buf[: K * n * N].view(K, n, N))  # [t_re su; t_im cu]
             prod.addcmul_(t[K:], e_u[:K, None])
             torch.sum(prod, -1, out=re_im[s, :, 1].T)
         return out
@@ -381,13 +391,17 @@ class Interferometer(SubsampledOperator):
         B, K = self.oshape
         N = self.npix
         cu, su = e_u[:K, None], e_u[K:, None]  # (K, 1, N)
-        for s, _ in chunks(B, 1, 2 * K * N * out.element_size(), _dft_budget(w.device)):
+        parts = [s for s, _ in chunks(B, 1, 2 * K * N * out.element_size(), _dft_budget(w.device))]
+        most = max(s.stop - s.start for s in parts)
+        r_buf = torch.empty(2 * K * most * N, dtype=out.dtype, device=w.device)  # once per call, as in _dft_shared
+        i_buf = torch.empty(N * most * N, dtype=out.dtype, device=w.device)
+        for s in parts:
             n = s.stop - s.start
             a, b = w.real[s].T[..., None], w.imag[s].T[..., None]  # (K, n, 1)
-            r = torch.empty(2 * K, n, N, dtype=out.dtype, device=w.device)
+            r = r_buf[: 2 * K * n * N].view(2 * K, n, N)
             torch.mul(cu, a, out=r[:K]).addcmul_(su, b)
             torch.mul(cu, b, out=r[K:]).addcmul_(su, a, value=-1.0)
-            img = torch.mm(e_v.T, r.view(2 * K, n * N)).view(N, n, N)
+            img = torch.mm(e_v.T, r.view(2 * K, n * N), out=i_buf[: N * n * N].view(N, n * N)).view(N, n, N)
             out[s].copy_(img.transpose(0, 1))
         return out
 
@@ -418,16 +432,19 @@ class Interferometer(SubsampledOperator):
             raise TypeError("Interferometer: images are real (Stokes I brightness); got a complex tensor")
         x = x if x.dtype in (torch.float32, torch.float64) else x.to(torch.float32)
         # pixels within eps of the subnormal range (the far tail of a Gaussian in float32: < 1e-31) carry no flux,
-        # but their subnormal products made the float32 transform 5-7x slower; they are set to 0 by hardshrink, one
-        # pass (abs, compare and where took five passes and four temporaries: 0.4 of the 3.5 ms per 256² image at
-        # batch 32, 0.1 at batch 1); NaN stays NaN
+        # but their subnormal products made the float32 transform 5-7x slower; they are set to 0 by hardshrink (NaN
+        # stays NaN), one pass, and without a graph chunk by chunk inside the DFT: abs, compare and where over the
+        # whole batch took five passes and four batch-sized temporaries, 0.4 of the 3.5 ms per 256² image at batch 32
         fi = torch.finfo(x.dtype)
-        flushed = torch.nn.functional.hardshrink(x, fi.tiny / fi.eps)
-        # with a graph, straight through: the gradient stays the identity, also at pixels that are exactly 0
-        x = x + (flushed - x).detach() if needs_graph(x) else flushed
+        flush = fi.tiny / fi.eps
+        dft = not self._use_nufft()
+        if needs_graph(x, self.uv):  # straight through: the gradient stays the identity, also at pixels exactly 0
+            x = x + (torch.nn.functional.hardshrink(x, flush) - x).detach()
+        elif not dft:
+            x = torch.nn.functional.hardshrink(x, flush)
         with _full_precision(x.device):
             img = x[:, 0]
-            vis = self._nufft_forward(img) if self._use_nufft() else self._dft(img)
+            vis = self._dft(img, flush) if dft else self._nufft_forward(img)
             return vis * (self._pulse(x.dtype) * self._observed.to(x.dtype))
 
     def _adjoint(self, y: Tensor) -> Tensor:

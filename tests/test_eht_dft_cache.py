@@ -88,7 +88,7 @@ def test_family_operator_and_gradient():
         torch.testing.assert_close(grad, A.H(A(x) - y))
 
 
-@pytest.mark.parametrize("budget", [None, 1])
+@pytest.mark.parametrize("budget", [None, 1, 3 * 2 * 30 * 12 * 8])  # one chunk; one sample each; 3 + 1 samples
 def test_one_coverage_for_the_batch_keeps_one_table_and_the_same_numbers(monkeypatch, budget):
     """Samples of one observation share their uv points: one (1, 2K, N) table, one matrix product per chunk."""
     if budget is not None:

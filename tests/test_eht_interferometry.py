@@ -240,8 +240,11 @@ def test_near_subnormal_pixels_carry_no_flux_and_keep_the_identity_gradient(dtyp
     zeroed[0, 0, 0, :3] = 0.0
     torch.testing.assert_close(A(tiny), A(zeroed), rtol=0, atol=0)
     lone = torch.zeros_like(img)
-    lone[0, 0, 4, 4] = fi.tiny / fi.eps * 4  # above the threshold: transformed as it is
-    assert A(lone).abs().max() > 0 and not A(lone * 0.125).abs().max() > 0
+    lone[0, 0, 4, 4] = fi.tiny / fi.eps * 4  # above the threshold: transformed as it is; an eighth of it is not
+    both = Interferometer(uv.expand(2, -1, -1), 8, psize)  # one coverage for a batch: the shared-table path
+    for op, speck in ((A, lone), (both, torch.cat([lone, lone]))):
+        assert op(speck).abs().max() > 0 and not op(speck / 8).abs().max() > 0
+        assert not op((speck / 8).requires_grad_()).abs().max() > 0  # the straight-through path too
     nan = img.clone()
     nan[0, 0, 3, 3] = float("nan")
     assert A(nan).isnan().all()
