@@ -307,9 +307,12 @@ def reconstruct(
                 x = draw(generator, lambda info: bar.update(1), copies).detach()
                 x = x.reshape(copies, batch, *x.shape[1:])
                 if antithetic:  # the twin run, interleaved (samples 2k, 2k + 1 are a pair)
+                    after = generator.get_state()
                     generator.set_state(state)
                     with noise_antithetic():
                         twin = draw(generator, lambda info: bar.update(1), copies).detach()
+                    if not torch.equal(generator.get_state(), after):  # as sample_posterior checks its twins
+                        raise RuntimeError("an antithetic twin run drew differently from its first run")
                     x = torch.stack((x, twin.reshape(x.shape)), dim=1).flatten(0, 1)
                 chunks.append(x)
         post = summarize(torch.cat(chunks), antithetic=antithetic)
