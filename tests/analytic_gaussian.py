@@ -5,12 +5,39 @@ For ``x ~ N(μ, Σ)`` (each network channel independent, same ``Σ`` over pixels
 ``E[x | z, M] = μ + Σ Mᵀ (M Σ Mᵀ + σ² I)⁻¹ (z − M μ)``; with ``M = I`` it is the plain ``E[x | x_σ]``.
 :class:`GaussianDenoiserNet` obeys the network contract ``net(x, sigma, cond)`` and reads ``M`` from the
 conditioning channel of ``PixelMaskFamily`` (no channel: ``CleanFamily``, ``M = I``).
+
+:class:`Shrink` is the simplest case, the white prior ``N(0, V I)`` (``V`` = :data:`V`): ``E[x | x_σ] = x_σ V / (V +
+σ²)`` whatever the mask, so a sampler with it is affine in its noise; :func:`white_pixel_case` pairs it with the
+Gaussian likelihood of a pixel mask.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
+
+from ambient_science.operators import PixelMaskFamily
+from ambient_science.sampling.likelihoods import GaussianLikelihood
+from ambient_science.sampling.prior import Prior
+
+V = 0.25  # the variance of Shrink's prior N(0, V I)
+
+
+class Shrink(nn.Module):
+    """The exact denoiser of ``N(0, V I)``, whatever the conditioning."""
+
+    def forward(self, x: Tensor, sigma: Tensor, cond: Tensor, project=None) -> Tensor:
+        return x * V / (V + sigma.reshape(-1, 1, 1, 1) ** 2)
+
+
+def white_pixel_case(sigma_n: float = 0.1) -> tuple[Prior, GaussianLikelihood, PixelMaskFamily]:
+    """A :class:`Shrink` prior, and the Gaussian likelihood (noise ``sigma_n``) of a draw from it seen through a
+    random 50 % pixel mask: ``(prior, likelihood, A)``, batch 2 of ``(1, 8, 8)``."""
+    g = torch.Generator().manual_seed(0)
+    family = PixelMaskFamily((1, 8, 8), p=0.5)
+    A = family.sample(2, generator=g)
+    y = A(torch.randn(2, 1, 8, 8, generator=g) * V**0.5) + sigma_n * A(torch.randn(2, 1, 8, 8, generator=g))
+    return Prior(Shrink(), family), GaussianLikelihood(A, y, sigma=sigma_n), A
 
 
 def smooth_covariance(

@@ -4,28 +4,11 @@ import threading
 
 import pytest
 import torch
+from analytic_gaussian import white_pixel_case
 
 from ambient_science.noise import antithetic, initial_noise, randn_like
-from ambient_science.operators import PixelMaskFamily
-from ambient_science.sampling.likelihoods import GaussianLikelihood
 from ambient_science.sampling.posterior import sample_posterior, summarize
-from ambient_science.sampling.prior import Prior
 from ambient_science.sampling.reconstruction import reconstruct
-
-V = 0.25  # the prior N(0, V I)
-
-
-class Shrink(torch.nn.Module):  # the exact denoiser of N(0, V I): every sampler below is affine in its noise
-    def forward(self, x, sigma, cond, project=None):
-        return x * V / (V + sigma.reshape(-1, 1, 1, 1) ** 2)
-
-
-def _pixel_case(sigma_n=0.1):
-    g = torch.Generator().manual_seed(0)
-    family = PixelMaskFamily((1, 8, 8), p=0.5)
-    A = family.sample(2, generator=g)
-    y = A(torch.randn(2, 1, 8, 8, generator=g) * V**0.5) + sigma_n * A(torch.randn(2, 1, 8, 8, generator=g))
-    return Prior(Shrink(), family), GaussianLikelihood(A, y, sigma=sigma_n), A
 
 
 def test_antithetic_negates_the_draws_of_the_same_state():
@@ -69,7 +52,7 @@ def test_antithetic_is_per_thread():
 def test_a_pair_of_an_affine_sampler_is_exact(method):
     # both samplers are affine in their noise with a Gaussian prior and likelihood: a pair's mean is the noise-free
     # run, the same for any seed, while the mean of two independent samples is not
-    prior, lik, _ = _pixel_case()
+    prior, lik, _ = white_pixel_case()
     kwargs = dict(method=method, steps=12, num_samples=2, data_consistency="none", progress=False, safe_mode="off")
 
     def mean(seed, pairs):
@@ -81,7 +64,7 @@ def test_a_pair_of_an_affine_sampler_is_exact(method):
 
 
 def test_pairs_in_one_batch_are_interleaved():
-    prior, lik, _ = _pixel_case()
+    prior, lik, _ = white_pixel_case()
     post = reconstruct(prior, lik, method="dps", steps=12, num_samples=4, sample_batch=None, antithetic=True,
                        data_consistency="none", progress=False, safe_mode="off",
                        generator=torch.Generator().manual_seed(0))  # fmt: skip
@@ -94,7 +77,7 @@ def test_pairs_in_one_batch_are_interleaved():
 def test_paired_std_matches_independent_samples():
     # the sampler's own spread (A-DPS at 24 steps: below the exact posterior's; tests/test_samplers.py), estimated
     # from 64 pairs and from 128 independent samples of the same sampler
-    prior, lik, A = _pixel_case()
+    prior, lik, A = white_pixel_case()
     m = A.mask.reshape(2, 1, 8, 8).bool()
     kwargs = dict(method="dps", steps=24, num_samples=128, sample_batch=None, data_consistency="none", progress=False,
                   safe_mode="off")  # fmt: skip
@@ -125,7 +108,7 @@ def test_streaming_and_stacked_summaries_agree():
 
 
 def test_refusals():
-    prior, lik, _ = _pixel_case()
+    prior, lik, _ = white_pixel_case()
     with pytest.raises(ValueError, match="even"):
         reconstruct(prior, lik, method="dps", steps=4, num_samples=3, antithetic=True, progress=False,
                     generator=torch.Generator().manual_seed(0))  # fmt: skip
@@ -143,7 +126,7 @@ def test_refusals():
 
 
 def test_recorded_setting_is_used_and_the_argument_wins():
-    prior, lik, _ = _pixel_case()
+    prior, lik, _ = white_pixel_case()
     prior.config = {"sampler": {"dps": {"antithetic": True, "num_samples": 2, "steps": 6}}}
     kwargs = dict(method="dps", progress=False, safe_mode="off", data_consistency="none")
     assert reconstruct(prior, lik, generator=torch.Generator().manual_seed(0), **kwargs).antithetic

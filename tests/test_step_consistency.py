@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from analytic_gaussian import GaussianDenoiserNet, gaussian_posterior, smooth_covariance
+from analytic_gaussian import GaussianDenoiserNet, Shrink, gaussian_posterior, smooth_covariance
 
 from ambient_science.operators import CleanFamily, PixelMask, PixelMaskFamily
 from ambient_science.sampling.dps import sample_adps
@@ -123,11 +123,6 @@ def test_heun_and_every_kth_step_run_and_fit_the_data(gaussian):
         assert torch.isfinite(out).all()
         observed = lik.A.observed.expand_as(out) > 0
         assert float((out - lik.y)[observed].abs().max()) < 4 * SIGMA_N
-
-
-class Shrink(torch.nn.Module):  # the exact denoiser of N(0, 0.25 I), whatever the conditioning
-    def forward(self, x, sigma, cond, project=None):
-        return x * 0.25 / (0.25 + sigma.reshape(-1, 1, 1, 1) ** 2)
 
 
 def test_the_card_records_sampler_options_and_sigma_max_and_arguments_win(monkeypatch):

@@ -2,31 +2,16 @@
 
 import pytest
 import torch
+from analytic_gaussian import V, white_pixel_case
 
-from ambient_science.operators import CartesianMRIFamily, PixelMaskFamily
+from ambient_science.operators import CartesianMRIFamily
 from ambient_science.sampling import reconstruction
 from ambient_science.sampling.likelihoods import FunctionLikelihood, GaussianLikelihood
-from ambient_science.sampling.prior import Prior
 from ambient_science.sampling.reconstruction import _start_point, reconstruct
-
-V = 0.25  # the prior N(0, V I)
-
-
-class Shrink(torch.nn.Module):  # the exact denoiser of N(0, V I), whatever the conditioning
-    def forward(self, x, sigma, cond, project=None):
-        return x * V / (V + sigma.reshape(-1, 1, 1, 1) ** 2)
-
-
-def _pixel_case(sigma_n=0.1):
-    g = torch.Generator().manual_seed(0)
-    family = PixelMaskFamily((1, 8, 8), p=0.5)
-    A = family.sample(2, generator=g)
-    y = A(torch.randn(2, 1, 8, 8, generator=g) * V**0.5) + sigma_n * A(torch.randn(2, 1, 8, 8, generator=g))
-    return Prior(Shrink(), family), GaussianLikelihood(A, y, sigma=sigma_n), A
 
 
 def test_data_start_is_the_minimum_norm_fit():
-    _, lik, A = _pixel_case()
+    _, lik, A = white_pixel_case()
     real = torch.float32
     torch.testing.assert_close(_start_point("data", lik, (2, 1, 8, 8), real), A.H(lik.y))  # pixel mask: zero-filled
     g = torch.Generator().manual_seed(0)
@@ -39,7 +24,7 @@ def test_data_start_is_the_minimum_norm_fit():
 
 
 def test_sampler_starts_at_the_estimate_plus_noise(monkeypatch):
-    prior, lik, _ = _pixel_case()
+    prior, lik, _ = white_pixel_case()
     seen = {}
 
     def fake_adps(D, x, sigmas, likelihood, **kwargs):
@@ -63,7 +48,7 @@ def test_sampler_starts_at_the_estimate_plus_noise(monkeypatch):
 def test_warm_start_samples_the_gaussian_posterior():
     # N(0, V I) prior, Gaussian likelihood of a pixel mask: observed pixels have posterior mean y V / (V + s²),
     # hidden ones 0; a start from the zero-filled image at sigma_max 2 (four times the prior's std) reaches it
-    prior, lik, A = _pixel_case()
+    prior, lik, A = white_pixel_case()
     m = A.mask.reshape(2, 1, 8, 8)
     exact = m * lik.y * V / (V + 0.1**2)
     post = reconstruct(prior, lik, method="dps", steps=24, sigma_max=2.0, num_samples=64, sample_batch=None,
@@ -77,7 +62,7 @@ def test_warm_start_samples_the_gaussian_posterior():
 
 
 def test_recorded_start_is_used_and_the_argument_wins(monkeypatch):
-    prior, lik, _ = _pixel_case()
+    prior, lik, _ = white_pixel_case()
     prior.config = {"sampler": {"dps": {"start": "data", "sigma_max": 1.0}}}
     calls = []
     real = reconstruction._start_point
@@ -89,7 +74,7 @@ def test_recorded_start_is_used_and_the_argument_wins(monkeypatch):
 
 
 def test_bad_starts_are_refused_clearly():
-    prior, lik, _ = _pixel_case()
+    prior, lik, _ = white_pixel_case()
     kw = dict(method="dps", steps=2, num_samples=1, progress=False, safe_mode="off")
     with pytest.raises(ValueError, match="start must be"):
         reconstruct(prior, lik, generator=torch.Generator(), start="zeros", **kw)
