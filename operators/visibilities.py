@@ -305,7 +305,7 @@ class Interferometer(SubsampledOperator):
             pulse = pulse * self.weight
         return pulse.to(dtype)
 
-    def _dft(self, x: Tensor, flush: float = 0.0) -> Tensor:
+    def _dft(self, x: Tensor, flush: float) -> Tensor:
         """``Σ_j x_j exp(2πi (u x_j + v y_j))`` without pulse or mask. Shape: ``(B, N, N)`` -> ``(B, K)``.
 
         ``flush``: without a graph, pixels with ``|x| <= flush`` count as 0 (``hardshrink``, chunk by chunk; a
